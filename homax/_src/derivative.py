@@ -1,0 +1,217 @@
+r"""The homogeneity math: pure functions on parameter pytrees.
+
+Symbols follow the article (see ``README.md``): :math:`\theta'` is the state of
+the network after the backprop step (the seed's ``status``), :math:`\bar a` the
+running average of past states, and
+
+.. math::
+
+  N = \sum |\theta' - \bar a|, \qquad
+  D = \varepsilon + \sum (|\theta'| + |\bar a|), \qquad
+  S = 1 - N / D,
+
+where the sums run over **every scalar of every leaf** of the pytree (the seed
+concatenates all tensors of the model), accumulated in at least float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PyTree = Any
+
+RULES = ("paper", "paper-full", "exact")
+
+
+def _check_rule(rule: str) -> None:
+  if rule not in RULES:
+    raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
+
+
+def _accumulation_dtype(dtype) -> jnp.dtype:
+  """At least float32, whatever the params' dtype (bfloat16 sums overflow)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _check_floating(tree: PyTree, name: str) -> None:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"{name}{jax.tree_util.keystr(path)} has dtype {dtype}; the homogeneity"
+          " step is defined for floating-point leaves only. Train integer or"
+          " boolean leaves with `optax.masked` around `homax.homogeneity`, or"
+          " keep them out of the trained params."
+      )
+
+
+def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Array]:
+  r"""Returns the global sums ``(N, D)`` over all leaves of the two pytrees.
+
+  :math:`N = \sum|\theta - \bar a|`, :math:`D = \varepsilon + \sum(|\theta| + |\bar a|)`,
+  each accumulated in at least float32 (so bfloat16 and float16 params neither
+  overflow nor lose the small terms). Both are scalars of the accumulation dtype.
+  """
+  leaves = jax.tree_util.tree_leaves(params)
+  avg_leaves = jax.tree_util.tree_leaves(average)
+  if len(leaves) != len(avg_leaves):
+    raise ValueError(
+        "params and average must have the same tree structure; got "
+        f"{jax.tree_util.tree_structure(params)} and "
+        f"{jax.tree_util.tree_structure(average)}."
+    )
+  if not leaves:
+    zero = jnp.zeros((), jnp.float32)
+    return zero, zero + eps
+  acc = _accumulation_dtype(jnp.result_type(*leaves))
+  n = jnp.zeros((), acc)
+  d = jnp.zeros((), acc)
+  for p, a in zip(leaves, avg_leaves):
+    p = jnp.asarray(p).astype(acc)
+    a = jnp.asarray(a).astype(acc)
+    n = n + jnp.sum(jnp.abs(p - a))
+    d = d + jnp.sum(jnp.abs(p) + jnp.abs(a))
+  return n, eps + d
+
+
+def similarity(params: PyTree, average: PyTree, eps: float = 1e-8) -> Array:
+  r"""Absolute-difference similarity (ADS) of ``params`` to ``average``.
+
+  .. math:: S = 1 - \frac{\sum |\theta - \bar a|}{\varepsilon + \sum(|\theta| + |\bar a|)}
+
+  Args:
+    params: the current parameters :math:`\theta'` (any pytree of float arrays).
+    average: the running average :math:`\bar a`, a pytree like ``params``.
+    eps: :math:`\varepsilon` in the denominator (the seed uses ``1e-8``).
+
+  Returns:
+    A scalar in :math:`[0, 1]` (:math:`N \le D` by the triangle inequality),
+    in the accumulation dtype (at least float32).
+
+  Example:
+    >>> import jax.numpy as jnp, homax
+    >>> float(homax.similarity(jnp.array([1.0, 2.0]), jnp.array([1.0, 2.0])))
+    1.0
+  """
+  n, d = sums(params, average, eps)
+  return 1.0 - n / d
+
+
+def _leaf_coefficient(p: Array, a: Array, n: Array, d: Array, rule: str):
+  """Elementwise c (Table 1 or the exact subgradient) and the 'defined' mask.
+
+  The mask is False where ``paper-full`` (the Part II code) leaves an element
+  outside cases c1-c5: there both the derivative and its history are dropped.
+  """
+  sign_diff = jnp.sign(p - a)
+  sign_p = jnp.sign(p)
+  exact = (d * sign_diff - n * sign_p) / (d * d)
+  if rule == "exact":
+    return exact, None
+  c1 = ((p > a) & (a > 0)) | ((p < a) & (a < 0))
+  c2 = ((p > 0) & (a < 0)) | ((p < 0) & (a > 0))
+  c3 = (p == 0) & (a > 0)
+  c4 = (p == 0) & (a < 0)
+  c5 = p == a
+  inv_d2 = 1.0 / (d * d)
+  # The seed writes the five cases into a zero tensor; "paper" then fills every
+  # remaining element with the exact formula, "paper-full" leaves them at 0.
+  rest = exact if rule == "paper" else jnp.zeros_like(exact)
+  c = jnp.where(
+      c1,
+      inv_d2 * (d - n),
+      jnp.where(
+          c2,
+          inv_d2 * (d + n),
+          jnp.where(c3, -1.0 / d, jnp.where(c4, 1.0 / d, jnp.where(c5, 0.0, rest))),
+      ),
+  )
+  if rule == "paper":
+    return c, None
+  return c, c1 | c2 | c3 | c4 | c5
+
+
+def _coefficients(params, average, n, d, rule):
+  """Returns (c tree, mask tree or None) in the accumulation dtype."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  avg_leaves = treedef.flatten_up_to(average)
+  cs, masks = [], []
+  for p, a in zip(leaves, avg_leaves):
+    acc = n.dtype
+    c, m = _leaf_coefficient(
+        jnp.asarray(p).astype(acc), jnp.asarray(a).astype(acc), n, d, rule
+    )
+    cs.append(c)
+    masks.append(m)
+  c_tree = treedef.unflatten(cs)
+  mask_tree = None if rule != "paper-full" else treedef.unflatten(masks)
+  return c_tree, mask_tree
+
+
+def homogeneity_derivative(
+    params: PyTree,
+    average: PyTree,
+    lam: float | Array,
+    *,
+    rule: str = "paper",
+    eps: float = 1e-8,
+) -> PyTree:
+  r"""The homogeneity derivative :math:`d = (1 - \lambda)\,c(\theta', \bar a)`.
+
+  :math:`c` is chosen elementwise by ``rule``:
+
+  ============  =======================================================
+  ``"paper"``   Table 1 of the article with its "other" row (Part I code):
+                c1 :math:`(D-N)/D^2`, c2 :math:`(D+N)/D^2`, c3 :math:`-1/D`,
+                c4 :math:`+1/D`, c5 :math:`0`, other
+                :math:`(D\,\mathrm{sign}(\theta'-\bar a) - N\,\mathrm{sign}(\theta'))/D^2`.
+  ``"paper-full"``  cases c1-c5 only, every other element 0 (Part II code).
+  ``"exact"``   the subgradient of :math:`N/D`,
+                :math:`(D\,\mathrm{sign}(\theta'-\bar a) - N\,\mathrm{sign}(\theta'))/D^2`,
+                everywhere (``sign(0) = 0``).
+  ============  =======================================================
+
+  with c1: :math:`(\theta'>\bar a>0)` or :math:`(\theta'<\bar a<0)`;
+  c2: :math:`\theta'` and :math:`\bar a` of strictly opposite signs;
+  c3: :math:`\theta'=0<\bar a`; c4: :math:`\theta'=0>\bar a`; c5: :math:`\theta'=\bar a`.
+  "paper" agrees with "exact" on c3, c4, "other" and the first half of c1; it
+  has the opposite sign on the second half of c1, uses :math:`D+N` on c2 and 0
+  on c5 (where the exact value is :math:`-N\,\mathrm{sign}(\theta')/D^2`).
+
+  Args:
+    params: :math:`\theta'`, any pytree of floating-point arrays.
+    average: :math:`\bar a`, a pytree with the structure and shapes of ``params``.
+    lam: :math:`\lambda`, a scalar (float or traced array).
+    rule: ``"paper"``, ``"paper-full"`` or ``"exact"``.
+    eps: :math:`\varepsilon` in :math:`D`.
+
+  Returns:
+    A pytree like ``params`` (same dtypes). :math:`N` and :math:`D` are global
+    sums over all leaves, accumulated in at least float32.
+
+  Example:
+    >>> import jax.numpy as jnp, homax
+    >>> d = homax.homogeneity_derivative(
+    ...     {"w": jnp.array([0.5, -0.2])}, {"w": jnp.array([0.1, 0.3])}, 0.5)
+    >>> d["w"].shape
+    (2,)
+  """
+  _check_rule(rule)
+  _check_floating(params, "params")
+  n, d = sums(params, average, eps)
+  c_tree, _ = _coefficients(params, average, n, d, rule)
+  scale = 1.0 - jnp.asarray(lam, n.dtype)
+  return jax.tree.map(
+      lambda c, p: (scale * c).astype(jnp.result_type(p)), c_tree, params
+  )
+
+
+def derivative_and_mask(params, average, lam, n, d, rule):
+  """Internal: (1-λ)·c in the accumulation dtype, and the paper-full mask."""
+  c_tree, mask = _coefficients(params, average, n, d, rule)
+  scale = 1.0 - jnp.asarray(lam, n.dtype)
+  return jax.tree.map(lambda c: scale * c, c_tree), mask

@@ -1,0 +1,333 @@
+r"""The homogeneity step as an ``optax.GradientTransformation``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax._src import base as optax_base
+
+from homax._src import derivative as derivative_lib
+from homax._src import schedules as schedules_lib
+
+PyTree = Any
+ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
+
+DIRECTIONS = ("descend", "ascend")
+STEPS = ("adam", "sgd")
+
+
+class HomogeneityState(NamedTuple):
+  """State of :func:`homogeneity`.
+
+  Attributes:
+    count: :math:`k`, the number of homogeneity steps taken so far (int32).
+    running_average: :math:`\\bar a`, the running average of past
+      :math:`\\theta'` (a pytree like params, in the params' dtypes).
+    history: :math:`g_{k-1}`, the history gradient (a pytree like params in at
+      least float32) when ``history=True``; ``()`` otherwise.
+    homogeneity: :math:`H_{k-1}`, the homogeneity value after the last step
+      (:math:`H_{-1} = 1`), float32. Reported only; no update uses it.
+    similarity: :math:`S` of the last step (ADS of :math:`\\theta'` to
+      :math:`\\bar a`), float32; 1 before the first step.
+    lam: :math:`\\lambda` of the last step, float32; 0 before the first step.
+    step_state: the state of the step optimizer (``"adam"``, ``"sgd"`` or the
+      transformation given as ``step``).
+  """
+
+  count: jax.Array
+  running_average: PyTree
+  history: PyTree
+  homogeneity: jax.Array
+  similarity: jax.Array
+  lam: jax.Array
+  step_state: optax.OptState
+
+
+def _is_python_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_learning_rate(learning_rate, name: str = "learning_rate") -> None:
+  """Validates a concrete learning rate; traced values and schedules pass."""
+  if learning_rate is None:
+    raise ValueError(f"{name} is required: a float > 0 or a schedule.")
+  if callable(learning_rate):
+    return
+  if _is_python_number(learning_rate):
+    value = float(learning_rate)
+    if math.isnan(value) or math.isinf(value) or value <= 0.0:
+      raise ValueError(f"{name} must be a finite float > 0, got {learning_rate!r}.")
+
+
+def _leaf_dtype(leaf):
+  dtype = getattr(leaf, "dtype", None)
+  return jnp.dtype(dtype) if dtype is not None else jnp.result_type(leaf)
+
+
+def _check_params(params) -> None:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = _leaf_dtype(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"homax.homogeneity: params{jax.tree_util.keystr(path)} has dtype"
+          f" {dtype}; only floating-point leaves can take a homogeneity step."
+          " Wrap the transformation in `optax.masked` to skip such leaves."
+      )
+
+
+def _check_average(params, average) -> None:
+  p_struct = jax.tree_util.tree_structure(params)
+  a_struct = jax.tree_util.tree_structure(average)
+  if p_struct != a_struct:
+    raise ValueError(
+        "initial_average must have the tree structure of params; got"
+        f" {a_struct}, expected {p_struct}."
+    )
+  for (path, p), a in zip(
+      jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(average)
+  ):
+    if tuple(jnp.shape(a)) != tuple(p.shape):
+      raise ValueError(
+          f"initial_average{jax.tree_util.keystr(path)} has shape"
+          f" {tuple(jnp.shape(a))}, expected {tuple(p.shape)} (as params)."
+      )
+    if _leaf_dtype(a) != _leaf_dtype(p):
+      raise ValueError(
+          f"initial_average{jax.tree_util.keystr(path)} has dtype"
+          f" {_leaf_dtype(a)}, expected {_leaf_dtype(p)} (as params)."
+      )
+
+
+def _step_transformation(step, learning_rate) -> optax.GradientTransformation:
+  if isinstance(step, str):
+    if step == "adam":
+      # torch.optim.Adam's defaults, as in the seed's `optimizer_homogeneity`.
+      return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+    if step == "sgd":
+      return optax.sgd(learning_rate)
+    raise ValueError(
+        f"step must be one of {STEPS} or an optax.GradientTransformation, got {step!r}."
+    )
+  if isinstance(step, optax.GradientTransformation):
+    return step
+  raise ValueError(
+      f"step must be one of {STEPS} or an optax.GradientTransformation, got {step!r}."
+  )
+
+
+def homogeneity(
+    learning_rate: ScalarOrSchedule,
+    lambda_schedule: Callable[[jax.Array], jax.Array] | None = None,
+    *,
+    rule: str = "paper",
+    history: bool = False,
+    step: str | optax.GradientTransformation = "adam",
+    direction: str = "descend",
+    initial_average: PyTree | Callable[[PyTree], PyTree] | None = None,
+    eps: float = 1e-8,
+) -> optax.GradientTransformationExtraArgs:
+  r"""The homogeneity-driven step of the article, to chain *after* an optimizer.
+
+  ``update(updates, state, params)`` receives the base optimizer's updates and
+  the current params, forms the backprop result :math:`\theta' = \theta + u`,
+  and at step :math:`k` computes
+
+  .. math::
+
+    \lambda_k &= \mathrm{lambda\_schedule}(k) \\
+    S &= 1 - N/D, \quad N = \textstyle\sum|\theta' - \bar a|,
+        \quad D = \varepsilon + \sum(|\theta'| + |\bar a|) \\
+    H_k &= (1 - \lambda_k) S + \lambda_k H_{k-1}, \quad H_{-1} = 1 \\
+    d_k &= (1 - \lambda_k)\, c(\theta', \bar a) \quad
+        \text{(see } \texttt{homogeneity\_derivative}\text{)} \\
+    g_k &= d_k + \lambda_k g_{k-1} \ \text{(history)} \quad\text{or}\quad g_k = d_k \\
+    \theta_{k+1} &= \theta' + \mathrm{step}(\pm\eta_h g_k) \\
+    \bar a &\leftarrow (\theta' + k \bar a)/(k + 1)
+
+  and returns :math:`u + \mathrm{step}(\pm\eta_h g_k)`, so that
+  ``optax.apply_updates`` gives :math:`\theta_{k+1}`. The step optimizer is fed
+  the seed's scaled gradient :math:`\eta_h g_k` (``+`` to descend, ``-`` to
+  ascend): with ``step="adam"`` it is a separate Adam(:math:`\eta_h`), as in
+  Part I of the article (:math:`\theta' - \mathrm{Adam}_{\eta_h}(\eta_h d_k)`);
+  with ``step="sgd"`` it is :math:`\theta' \mp \eta_h^2 g_k`, Part II's step
+  when ascending. With ``history=True`` and ``rule="paper-full"``, an element
+  outside cases c1-c5 gets :math:`g_k = 0`, its history dropped, as in Part II.
+
+  Args:
+    learning_rate: :math:`\eta_h > 0`, a float or a schedule ``count -> value``.
+    lambda_schedule: ``count -> λ`` (see ``homax.lambda_schedules``); default
+      ``homax.lambda_schedules.dynamic()``, i.e. :math:`(k+1)/(k+2)`.
+    rule: ``"paper"`` (Table 1, Part I), ``"paper-full"`` (c1-c5 only, Part II)
+      or ``"exact"`` (the subgradient of :math:`N/D`).
+    history: keep the history gradient :math:`g` (Part II) or not (Part I).
+    step: ``"adam"`` (a separate ``optax.adam(learning_rate)`` with torch's
+      defaults, Part I), ``"sgd"`` (``optax.sgd(learning_rate)``, Part II) or
+      any ``optax.GradientTransformation`` to turn :math:`\pm\eta_h g` into a step.
+    direction: ``"descend"`` (Part I) or ``"ascend"`` (Part II) along :math:`g`.
+    initial_average: :math:`\bar a` before the first step: a pytree like params
+      (same structure, shapes and dtypes), a callable ``params -> pytree``, or
+      ``None`` for **zeros**. With zeros, :math:`N = D - \varepsilon` at step 0
+      and the first derivative is :math:`\approx 0`; pass a second, independent
+      initialisation of the model to reproduce the seed. The average only
+      matters at step 0 (it is replaced by :math:`\theta'_0` after it).
+    eps: :math:`\varepsilon` in :math:`D`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires
+    ``params``; its state is a :class:`HomogeneityState`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, homax
+    >>> tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.full(3, 0.5)}
+    >>> updates, state = tx.update(grads, state, params)
+    >>> params = optax.apply_updates(params, updates)
+  """
+  _check_learning_rate(learning_rate)
+  derivative_lib._check_rule(rule)
+  if direction not in DIRECTIONS:
+    raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+  if not isinstance(history, bool):
+    raise ValueError(f"history must be True or False, got {history!r}.")
+  if lambda_schedule is None:
+    lambda_schedule = schedules_lib.dynamic()
+  if not callable(lambda_schedule):
+    raise ValueError(
+        "lambda_schedule must be a callable count -> λ (see"
+        f" homax.lambda_schedules), got {lambda_schedule!r}."
+    )
+  step_tx = _step_transformation(step, learning_rate)
+  sign = 1.0 if direction == "descend" else -1.0
+
+  def init_fn(params):
+    _check_params(params)
+    if initial_average is None:
+      average = jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype), params)
+    else:
+      average = initial_average(params) if callable(initial_average) else initial_average
+      _check_average(params, average)
+      average = jax.tree.map(lambda a, p: jnp.asarray(a, p.dtype), average, params)
+    if history:
+      hist = jax.tree.map(
+          lambda p: jnp.zeros(p.shape, derivative_lib._accumulation_dtype(p.dtype)),
+          params,
+      )
+    else:
+      hist = ()
+    return HomogeneityState(
+        count=jnp.zeros([], jnp.int32),
+        running_average=average,
+        history=hist,
+        homogeneity=jnp.ones([], jnp.float32),
+        similarity=jnp.ones([], jnp.float32),
+        lam=jnp.zeros([], jnp.float32),
+        step_state=step_tx.init(params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(optax_base.NO_PARAMS_MSG)
+    k = state.count
+    avg = state.running_average
+    # θ': where the base optimizer's step lands (the seed's `status`).
+    theta = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
+    n, d = derivative_lib.sums(theta, avg, eps)
+    lam = jnp.asarray(lambda_schedule(k), n.dtype)
+    s = 1.0 - n / d
+    h = (1.0 - lam) * s + lam * state.homogeneity.astype(n.dtype)
+    dk, mask = derivative_lib.derivative_and_mask(theta, avg, lam, n, d, rule)
+    if history:
+      if mask is None:
+        g = jax.tree.map(lambda x, gp: x + lam * gp, dk, state.history)
+      else:
+        g = jax.tree.map(
+            lambda x, gp, m: jnp.where(m, x + lam * gp, 0.0), dk, state.history, mask
+        )
+      new_history = g
+    else:
+      g = dk
+      new_history = ()
+    eta = learning_rate(k) if callable(learning_rate) else learning_rate
+    scaled = jax.tree.map(
+        lambda gi, p: (sign * eta * gi).astype(p.dtype), g, params
+    )
+    step_updates, step_state = step_tx.update(scaled, state.step_state, theta)
+    kf = k.astype(jnp.float32)
+    new_avg = jax.tree.map(
+        lambda t, a: ((t + kf.astype(t.dtype) * a) / (kf + 1.0).astype(t.dtype)).astype(a.dtype),
+        theta,
+        avg,
+    )
+    new_updates = jax.tree.map(
+        lambda u, su, p: (u + su).astype(p.dtype), updates, step_updates, params
+    )
+    new_state = HomogeneityState(
+        count=optax.safe_increment(k),
+        running_average=new_avg,
+        history=new_history,
+        homogeneity=h.astype(jnp.float32),
+        similarity=s.astype(jnp.float32),
+        lam=lam.astype(jnp.float32),
+        step_state=step_state,
+    )
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def find_state(opt_state) -> HomogeneityState:
+  """Returns the (first) :class:`HomogeneityState` inside a nested optimizer state.
+
+  Works on the state of ``optax.chain``, ``inject_hyperparams``,
+  ``apply_if_finite``, ``MultiSteps`` and ``nnx.Optimizer.opt_state``.
+  Raises ``ValueError`` if there is none.
+  """
+  found = []
+
+  def visit(x):
+    if isinstance(x, HomogeneityState):
+      found.append(x)
+    return x
+
+  jax.tree_util.tree_map(
+      visit, opt_state, is_leaf=lambda x: isinstance(x, HomogeneityState)
+  )
+  if not found:
+    raise ValueError("opt_state contains no HomogeneityState (is homax.homogeneity in the chain?).")
+  return found[0]
+
+
+def _value(x):
+  # nnx wraps optimizer state leaves in Variables; read their value.
+  return getattr(x, "value", x) if not isinstance(x, jax.Array) else x
+
+
+def metrics(opt_state) -> dict[str, jax.Array]:
+  r"""Reads the homogeneity metrics from an optimizer state.
+
+  Returns a dict with ``"similarity"`` (:math:`S` of the last step),
+  ``"homogeneity"`` (:math:`H`), ``"lambda"`` (:math:`\lambda` of the last
+  step) and ``"count"`` (steps taken). Jit-able; use it inside a training step
+  to log per-step values, e.g. as the output of a ``lax.scan``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, homax
+    >>> tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+    >>> state = tx.init({"w": jnp.ones(2)})
+    >>> sorted(homax.metrics(state))
+    ['count', 'homogeneity', 'lambda', 'similarity']
+  """
+  st = find_state(opt_state)
+  return {
+      "similarity": _value(st.similarity),
+      "homogeneity": _value(st.homogeneity),
+      "lambda": _value(st.lam),
+      "count": _value(st.count),
+  }
