@@ -99,6 +99,8 @@ def paper_optimizer(
     lambda_value: float | None = None,
     beta: float | None = None,
     initial_average: Any = None,
+    rule: str | None = None,
+    direction: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam followed by the homogeneity step of a published variant.
 
@@ -132,6 +134,10 @@ def paper_optimizer(
     beta: HYBRID's :math:`\beta` (> 0).
     initial_average: :math:`\bar a` before the first step (see :func:`homogeneity`);
       the seed uses a second, independently initialised model.
+    rule: ablation only: replaces the variant's rule (``"paper"`` in Part I,
+      ``"paper-full"`` in Part II), e.g. by ``"exact"``. ``None`` keeps the paper's.
+    direction: ablation only: replaces the variant's direction (``"descend"``
+      in Part I, ``"ascend"`` in Part II). ``None`` keeps the paper's.
   """
   spec = _variant(variant)
   transform._check_learning_rate(learning_rate)
@@ -147,8 +153,8 @@ def paper_optimizer(
       )
     lam = lambda_schedule_for(lambda_type, total_steps=total_steps, lambda_value=lambda_value)
     homog = transform.homogeneity(
-        eta_h, lam, rule="paper-full", history=True, step="sgd",
-        direction="ascend", initial_average=initial_average,
+        eta_h, lam, rule=rule or "paper-full", history=True, step="sgd",
+        direction=direction or "ascend", initial_average=initial_average,
     )
   else:
     if lambda_type is not None and lambda_type != spec.lambda_type:
@@ -159,8 +165,8 @@ def paper_optimizer(
       raise ValueError(f"beta applies to HYBRID only, not to {variant!r}.")
     lam = lambda_schedule_for(spec.lambda_type, total_steps=total_steps, beta=beta)
     homog = transform.homogeneity(
-        eta_h, lam, rule="paper", history=False, step="adam",
-        direction="descend", initial_average=initial_average,
+        eta_h, lam, rule=rule or "paper", history=False, step="adam",
+        direction=direction or "descend", initial_average=initial_average,
     )
   if spec.part == 1 and lambda_value is not None:
     raise ValueError(f"lambda_value applies to COMPLETE with lambda_type='fixed', not to {variant!r}.")

@@ -1,0 +1,1 @@
+"""Experiments that reproduce the article's runs with homax."""

@@ -1,0 +1,275 @@
+"""Re-runs the article's published tables with paired, multi-seed statistics.
+
+    python -m experiments.reproduce                      # Iris, 8 rows, 30 seeds
+    python -m experiments.reproduce --table mnist --data fashion_mnist --seeds 5 \\
+        --rows A-A-3,A-B-5,B-B-1,COMPLETE-2
+    python -m experiments.reproduce --table iris-exact   # ablation: exact derivative
+
+Each row trains, for every seed, a homogeneity model and a plain-Adam model
+from the same initial weights on the same batches (``experiments.train``), and
+reports the paired difference of their final test accuracies against the
+published single runs. Outputs in ``--out`` (default ``results/``):
+``<name>.csv``, ``<name>.md``, ``<name>/forest.png``, ``<name>/<row>.png`` (loss,
+accuracy and homogeneity curves), ``<name>/beta_sweep.png`` for HYBRID rows, and
+``<name>/rows/<row>.json`` (one per finished row). Every file is written
+atomically; a rerun of the same command skips finished rows and continues an
+interrupted row from its last checkpoint (``--checkpoint-every``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+import optax
+
+import homax
+from experiments import datasets, models, published, report, train
+
+# table name -> (published dataset, default data, rule override, direction override, title)
+TABLES = {
+    "iris": ("iris", "iris", None, None, "Iris: published rows, paired re-run"),
+    "iris-exact": ("iris", "iris", "exact", None,
+                   "Iris ablation: the exact derivative instead of the paper's Table 1"),
+    "iris-ascend": ("iris", "iris", None, "flip",
+                    "Iris ablation: the opposite direction (Part I ascends instead of descending)"),
+    "mnist": ("mnist", "mnist", None, None, "MNIST protocol: published rows, paired re-run"),
+}
+
+MAX_STEP_POINTS = 2000
+
+
+def _flip(variant: str) -> str:
+  return "ascend" if homax.VARIANTS[variant].part == 1 else "descend"
+
+
+def table_rows(table: str, only: list[str] | None = None) -> list[published.Row]:
+  dataset = TABLES[table][0]
+  rows = [r for r in published.load() if r.dataset == dataset]
+  for r in rows:
+    r.check()
+  if only:
+    ids = {r.id: r for r in rows}
+    unknown = [i for i in only if i not in ids]
+    if unknown:
+      raise SystemExit(f"--rows: unknown row id(s) {unknown}; table {table!r} has {sorted(ids)}")
+    rows = [ids[i] for i in only]
+  return rows
+
+
+def output_name(table: str, data: str) -> str:
+  return table if data == TABLES[table][1] else f"{table}--{data}"
+
+
+def _stride(x: np.ndarray) -> tuple[np.ndarray, int]:
+  step = max(1, int(np.ceil(x.shape[-1] / MAX_STEP_POINTS)))
+  return x[..., ::step], step
+
+
+def _checkpointer():
+  import orbax.checkpoint as ocp
+  return ocp.StandardCheckpointer()
+
+
+def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, progress=None):
+  """Trains one row for all seeds and writes its JSON and plot. Returns the summary."""
+  _, _, rule, direction, _ = TABLES[table]
+  if direction == "flip":
+    direction = _flip(row.variant)
+  model = models.mlp(data.x_train.shape[-1] if data.x_train.ndim == 2 else int(np.prod(data.x_train.shape[1:])),
+                     row.hidden_size, data.num_classes)
+  trainer = train.PairedTrainer(
+      model=model,
+      make_homogeneity_tx=lambda avg: row.optimizer(avg, rule=rule, direction=direction),
+      adam_tx=optax.adam(row.learning_rate, b1=0.9, b2=0.999, eps=1e-8),
+      batch_size=row.batch_size,
+  )
+  config = dict(table=table, row=row.id, data=data_name, seeds=[int(s) for s in seeds],
+                rule=rule, direction=direction, epochs=row.epochs, batch_size=row.batch_size,
+                homax=homax.__version__)
+  ckpt_dir = (out_dir / "checkpoints" / row.id).absolute()
+  on_epoch_end, resume = None, None
+  if checkpoint_every > 0:
+    on_epoch_end, resume = _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, checkpoint_every, row.epochs)
+    if resume is not None and progress is not None:
+      progress(resume[0])
+  result = train.train_paired(trainer, data, epochs=row.epochs, seeds=seeds,
+                              on_epoch_end=on_epoch_end, resume=resume, progress=progress)
+  stats = report.paired_stats(result.test_acc_h, result.test_acc_a)
+  published_diff = row.acc_homogeneity - row.acc_adam
+  summary = dict(
+      dataset=row.dataset, data=data_name, variant=row.variant, sample=row.sample,
+      row_id=row.id, label=row.label, beta=row.beta, **stats,
+      published_acc_homogeneity=row.acc_homogeneity, published_acc_adam=row.acc_adam,
+      published_diff=published_diff,
+      published_diff_in_ci=bool(stats["diff_ci95_low"] <= published_diff <= stats["diff_ci95_high"]),
+      seconds=round(result.seconds, 2),
+  )
+  hist = result.history
+  curves = {k: v.tolist() for k, v in hist.items() if k not in ("similarity", "homogeneity", "lam")}
+  for k in ("similarity", "homogeneity", "lam"):
+    strided, step = _stride(hist[k])
+    curves[k] = strided.tolist()
+    curves["step_stride"] = step
+  record = dict(config=config, summary=summary,
+                per_seed=dict(acc_homogeneity=result.test_acc_h.tolist(), acc_adam=result.test_acc_a.tolist(),
+                              loss_homogeneity=result.test_loss_h.tolist(), loss_adam=result.test_loss_a.tolist()),
+                curves=curves)
+  name = output_name(table, data_name)
+  report.plot_row(out_dir / name / f"{row.id}.png", f"{name}: {row.label}", curves)
+  report.save_json(out_dir / name / "rows" / f"{row.id}.json", record)
+  if ckpt_dir.exists():
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  return summary
+
+
+def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
+  """orbax checkpoints of the carry and history every ``every`` epochs."""
+  import json
+
+  checkpointer = _checkpointer()
+
+  def on_epoch_end(done, carry, history):
+    if done % every and done != epochs:
+      return
+    tmp = ckpt_dir / f"epoch-{done}"
+    if tmp.exists():
+      shutil.rmtree(tmp)
+    hist = {k: np.stack(v, axis=1) if v[0].ndim == 1 else np.concatenate(v, axis=1)
+            for k, v in dataclasses.asdict(history).items() if v}
+    checkpointer.save(tmp, dict(carry=carry, history=hist))
+    checkpointer.wait_until_finished()
+    report.atomic_write_text(ckpt_dir / "latest.json", json.dumps(dict(config=config, epoch=done)))
+    for old in ckpt_dir.glob("epoch-*"):
+      if old != tmp:
+        shutil.rmtree(old, ignore_errors=True)
+
+  resume = None
+  latest = ckpt_dir / "latest.json"
+  if latest.exists():
+    meta = report.load_json(latest)
+    if meta["config"] == config and (ckpt_dir / f"epoch-{meta['epoch']}").exists():
+      import jax
+      carry, _ = trainer.init(np.asarray(seeds))
+      abstract = dict(carry=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), carry))
+      restored = checkpointer.restore(ckpt_dir / f"epoch-{meta['epoch']}")
+      carry = jax.tree.unflatten(jax.tree.structure(carry), jax.tree.leaves(restored["carry"]))
+      hist = train.History()
+      for k, v in restored["history"].items():
+        v = np.asarray(v)
+        if k in ("similarity", "homogeneity", "lam"):
+          steps = v.shape[1] // meta["epoch"]
+          chunks = [v[:, i * steps:(i + 1) * steps] for i in range(meta["epoch"])]
+        else:
+          chunks = [v[:, i] for i in range(meta["epoch"])]
+        getattr(hist, k).extend(chunks)
+      del abstract
+      resume = (meta["epoch"], carry, hist)
+  return on_epoch_end, resume
+
+
+def write_table(table: str, data_name: str, rows, out_dir: pathlib.Path) -> list[dict]:
+  """(Re)writes ``<name>.csv``, ``<name>.md`` and the summary plots from finished rows."""
+  name = output_name(table, data_name)
+  records = []
+  for row in rows:
+    path = out_dir / name / "rows" / f"{row.id}.json"
+    if path.exists():
+      records.append(report.load_json(path)["summary"])
+  if not records:
+    return records
+  report.write_csv(out_dir / f"{name}.csv", records)
+  title = TABLES[table][4] if name == table else f"{name}: {TABLES[table][4]}"
+  notes = []
+  if data_name != TABLES[table][1]:
+    notes.append(f"**Stand-in data:** these rows ran on `{data_name}` with the {TABLES[table][0]}"
+                 f" protocol; the published numbers are {TABLES[table][0]} results.")
+  notes.append(f"Command: `python -m experiments.reproduce --table {table}"
+               f"{'' if data_name == TABLES[table][1] else ' --data ' + data_name}"
+               f" --seeds {records[0]['seeds']}`")
+  report.atomic_write_text(out_dir / f"{name}.md", report.markdown_table(records, title, notes))
+  report.plot_forest(out_dir / name / "forest.png", records, title)
+  hybrid = [r for r in records if r["variant"] == "HYBRID"]
+  if len(hybrid) > 1:
+    report.plot_beta_sweep(out_dir / name / "beta_sweep.png", hybrid, f"{name}: HYBRID β sweep")
+  return records
+
+
+def _is_done(path: pathlib.Path, seeds, data_name, table) -> bool:
+  if not path.exists():
+    return False
+  try:
+    cfg = report.load_json(path)["config"]
+  except (OSError, ValueError, KeyError):
+    return False
+  return cfg.get("seeds") == [int(s) for s in seeds] and cfg.get("data") == data_name and cfg.get("table") == table
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--table", choices=sorted(TABLES), default="iris")
+  parser.add_argument("--seeds", type=int, default=30, help="number of paired seeds (default 30)")
+  parser.add_argument("--first-seed", type=int, default=0)
+  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results"))
+  parser.add_argument("--data", default=None,
+                      help="dataset to run the table's protocol on (e.g. fashion_mnist for the mnist table)")
+  parser.add_argument("--data-dir", default=None, help="directory with the dataset's files (IDX or tfds)")
+  parser.add_argument("--rows", default=None, help="comma-separated row ids (default: all rows of the table)")
+  parser.add_argument("--checkpoint-every", type=int, default=0,
+                      help="save an orbax checkpoint every N epochs so an interrupted row resumes (0: off)")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error("--seeds must be >= 1")
+
+  data_name = args.data or TABLES[args.table][1]
+  rows = table_rows(args.table, args.rows.split(",") if args.rows else None)
+  seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
+  name = output_name(args.table, data_name)
+  try:
+    data = datasets.load(data_name, data_dir=args.data_dir)
+  except datasets.DatasetUnavailable as e:
+    hint = " Or run the same protocol on Fashion-MNIST: --data fashion_mnist." if data_name == "mnist" else ""
+    print(f"error: {e}{hint}", file=sys.stderr)
+    return 2
+  stand_in = data_name != TABLES[args.table][1]
+  print(f"table {args.table}: {len(rows)} rows × {args.seeds} paired seeds on {data_name}"
+        + (f" (STAND-IN for {TABLES[args.table][0]}: published numbers are {TABLES[args.table][0]})" if stand_in else "")
+        + f" → {args.out / name}.csv", flush=True)
+
+  todo = [r for r in rows if not _is_done(args.out / name / "rows" / f"{r.id}.json", seeds, data_name, args.table)]
+  for r in rows:
+    if r not in todo:
+      print(f"  {r.id}: already done, skipped")
+  bar = None
+  if not args.quiet and todo:
+    from tqdm import tqdm
+    bar = tqdm(total=sum(r.epochs for r in todo), unit="epoch", file=sys.stderr)
+  t0 = time.perf_counter()
+  for row in todo:
+    if bar is not None:
+      bar.set_description(row.id)
+    s = run_row(row, table=args.table, data_name=data_name, data=data, seeds=seeds, out_dir=args.out,
+                checkpoint_every=args.checkpoint_every, progress=bar.update if bar else None)
+    write_table(args.table, data_name, rows, args.out)
+    msg = (f"  {row.id:>16}: homogeneity {s['acc_homogeneity_mean']:6.2f}  Adam {s['acc_adam_mean']:6.2f}"
+           f"  diff {s['diff_mean']:+6.2f} [{s['diff_ci95_low']:+.2f}, {s['diff_ci95_high']:+.2f}]"
+           f"  wins {s['wins']}/{s['seeds']}   published {s['published_acc_homogeneity']:.2f} vs"
+           f" {s['published_acc_adam']:.2f} ({s['published_diff']:+.2f})")
+    (bar.write if bar else print)(msg)
+  if bar is not None:
+    bar.close()
+  records = write_table(args.table, data_name, rows, args.out)
+  print(f"done in {time.perf_counter() - t0:.1f} s: {len(records)} rows in {args.out / name}.csv,"
+        f" {args.out / name}.md and plots under {args.out / name}/")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
