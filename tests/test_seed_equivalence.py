@@ -9,12 +9,16 @@ epochs: T = ceil(90/32)·10 = 30 steps).
 
 Metric: after every step k, ``err_k = max|θ_homax - θ_torch| / max|θ_torch|``
 over the flat vector (torch's order fc1.weight, fc1.bias, fc2.weight,
-fc2.bias); the test asserts ``max_k err_k <= 1e-4`` (float32 runs agree to
-about 1e-6). S, H and λ of every step (``homax.metrics``) must agree to 1e-5
-absolute. So that the test can fail, each homogeneity configuration must also
-end clearly away from a plain ``optax.adam`` run (by more than 100× the
-tolerance), except the one where the seed's Part II step is too small to
-matter by construction (COMPLETE with η_h = 0.01: η_h² g ≈ 1e-6 per step).
+fc2.bias); the test asserts ``max_k err_k <= 1e-4`` (the float32 runs agree
+to about 1e-5 at worst: only summation order and Adam's arithmetic differ).
+S, H and λ of every step (``homax.metrics``) must agree to 1e-5 absolute.
+
+So that the test can fail, each homogeneity configuration must also end
+clearly away from a plain Adam run (by more than 100× the tolerance), except
+where the seed's Part II step is too small to matter by construction
+(COMPLETE with η_h = 0.01: η_h² g is about 1e-6 per step). The two ``edge``
+configurations make Table 1's rare cases (θ' = 0, θ' = ā) actually occur,
+which random weights never do; see ``_edge``.
 """
 
 import functools
@@ -39,7 +43,7 @@ TOLERANCE = 1e-4
 METRIC_TOLERANCE = 1e-5
 LAYERS = ("fc1", "fc2")
 
-# (id, variant, kwargs for both sides, homogeneity must visibly matter)
+# (id, variant, kwargs for both sides, homogeneity must visibly matter, edge)
 CONFIGS = []
 for _eta, _eta_h, _eta_h_complete, _tag in (
     (0.01, 0.01, 0.01, "small"),
@@ -49,11 +53,11 @@ for _eta, _eta_h, _eta_h_complete, _tag in (
     _kw = dict(learning_rate=_eta, homogeneity_learning_rate=_eta_h)
     if _variant == "HYBRID":
       _kw["beta"] = 0.9
-    CONFIGS.append((f"{_variant}-{_tag}", _variant, _kw, True))
+    CONFIGS.append((f"{_variant}-{_tag}", _variant, _kw, True, False))
   # B-* compute η_h = 2η/(ηT + 1); the strong configuration raises η instead.
   for _variant in ("B-A", "B-B"):
     _kw = dict(learning_rate=_eta if _tag == "small" else 0.1)
-    CONFIGS.append((f"{_variant}-{_tag}", _variant, _kw, True))
+    CONFIGS.append((f"{_variant}-{_tag}", _variant, _kw, True, False))
   for _lambda_type in ("fixed", "linear", "dynamic"):
     _kw = dict(
         learning_rate=_eta, homogeneity_learning_rate=_eta_h_complete,
@@ -62,12 +66,69 @@ for _eta, _eta_h, _eta_h_complete, _tag in (
     if _lambda_type == "fixed":
       _kw["lambda_value"] = 0.9
     CONFIGS.append(
-        (f"COMPLETE-{_lambda_type}-{_tag}", "COMPLETE", _kw, _tag == "strong")
+        (f"COMPLETE-{_lambda_type}-{_tag}", "COMPLETE", _kw, _tag == "strong", False)
     )
+# Table 1's rare cases (θ' = 0, θ' = ā), once per part; see `_edge`.
+CONFIGS.append(("A-B-edge", "A-B", dict(learning_rate=0.01, homogeneity_learning_rate=0.1), True, True))
+CONFIGS.append((
+    "COMPLETE-dynamic-edge", "COMPLETE",
+    dict(learning_rate=0.01, homogeneity_learning_rate=0.5, lambda_type="dynamic"),
+    True, True,
+))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+  """The reference's tensors are tiny: torch's thread pool would only burn CPU."""
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)
+
+
+# Flat indices (torch's order) of the hidden unit that the edge setup kills:
+# fc1.weight is (10, 4) at 0..39, fc1.bias at 40..49, fc2.weight (3, 10) at
+# 50..79, fc2.bias at 80..82.
+DEAD = 9
+C3, C4 = 4 * DEAD, 4 * DEAD + 1  # θ = 0 with ā > 0, θ = 0 with ā < 0
+STILL = (4 * DEAD + 2, 4 * DEAD + 3, 50 + DEAD, 60 + DEAD)  # θ = ā: c5
+
+
+def _edge(state_dict, average_state):
+  """Makes Table 1's rare cases happen: θ' = 0 (c3, c4) and θ' = ā (c5).
+
+  Hidden unit ``DEAD`` gets bias -5 and small incoming weights, so it is off
+  for every (standardised) Iris input: its weights get an exactly zero
+  gradient, Adam leaves them where they are, and θ' equals θ exactly. Two of
+  them start at 0 with ā of either sign (c3, c4 at step 0); the rest start
+  equal to ā (c5, which persists since the derivative there is 0).
+
+  The c5 values are 0, 0.25 and -0.5 on purpose: the running average
+  (θ' + k ā)/(k + 1) of a constant power of two is exact in float32 for every
+  k here, in torch and in XLA alike. With an arbitrary value it is not: XLA on
+  CPU turns the division by the scalar k + 1 into a multiplication by its
+  rounded reciprocal, where torch divides with correct rounding, so ā drifts
+  from θ' by one ulp on one side only (for some k); the element leaves c5
+  there, and Part I's Adam turns that ulp into a full η_h-sized step. That is
+  float rounding meeting an exact-equality test, not a difference of rule
+  (the seed's own k·ā rounding breaks c5 for some values too).
+  """
+  p = {k: v.clone() for k, v in state_dict.items()}
+  a = {k: v.clone() for k, v in average_state.items()}
+  w1, b1, w2 = p["fc1.weight"], p["fc1.bias"], p["fc2.weight"]
+  a1, a2 = a["fc1.weight"], a["fc2.weight"]
+  b1[DEAD] = -5.0
+  w1[DEAD, 0], a1[DEAD, 0] = 0.0, 0.3
+  w1[DEAD, 1], a1[DEAD, 1] = 0.0, -0.3
+  w1[DEAD, 2], a1[DEAD, 2] = 0.25, 0.25
+  w1[DEAD, 3], a1[DEAD, 3] = 0.0, 0.0
+  w2[0, DEAD], a2[0, DEAD] = 0.0, 0.0
+  w2[1, DEAD], a2[1, DEAD] = -0.5, -0.5
+  return p, a
 
 
 @functools.lru_cache(maxsize=None)
-def _setup():
+def _setup(edge=False):
   """Initial weights, initial average and the batch sequence (cached)."""
   x_train, y_train, *_ = ref.iris_data()
   assert len(x_train) == 90
@@ -77,14 +138,23 @@ def _setup():
   average_model = ref.Net(4, 10, 3)
   batches = ref.shuffled_batches(x_train, y_train, BATCH_SIZE, EPOCHS, seed=1)
   assert len(batches) == TOTAL_STEPS
-  return model.state_dict(), average_model.state_dict(), batches
+  state_dict, average_state = model.state_dict(), average_model.state_dict()
+  if edge:
+    state_dict, average_state = _edge(state_dict, average_state)
+  return state_dict, average_state, batches
 
 
-def _fresh_model():
-  state_dict, _, _ = _setup()
+def _fresh_model(edge=False):
+  state_dict, _, _ = _setup(edge)
   model = ref.Net(4, 10, 3)
   model.load_state_dict(state_dict)
   return model
+
+
+def _flat_torch(state_dict):
+  return torch.cat(
+      [state_dict[f"{l}.{n}"].flatten() for l in LAYERS for n in ("weight", "bias")]
+  )
 
 
 def _to_jax(state_dict):
@@ -126,29 +196,59 @@ def _loss(params, x, y, w):
   return jnp.sum(w * losses) / jnp.sum(w)
 
 
-def _run_jax(tx):
-  """All 30 steps in one jitted scan; per-step flat params and metrics."""
-  state_dict, _, _ = _setup()
-  params = _to_jax(state_dict)
+# Learning rates that can be traced, so one compilation serves every value;
+# B-A and B-B need η as a Python float (they compute η_h from it).
+_TRACEABLE = ("learning_rate", "homogeneity_learning_rate")
 
-  @jax.jit
-  def run(params, xs, ys, ws):
-    def step(carry, batch):
-      params, state = carry
-      grads = jax.grad(_loss)(params, *batch)
-      updates, state = tx.update(grads, state, params)
-      params = optax.apply_updates(params, updates)
-      try:
-        m = homax.metrics(state)
-        out = (m["similarity"], m["homogeneity"], m["lambda"])
-      except ValueError:  # plain optax.adam: no homogeneity state
-        out = ()
-      return (params, state), (_flat(params), out)
 
-    _, (flats, metrics) = jax.lax.scan(step, (params, tx.init(params)), (xs, ys, ws))
-    return flats, metrics
+def _split(variant, kwargs):
+  if variant in ("B-A", "B-B"):
+    return tuple(sorted(kwargs.items())), {}
+  static = {k: v for k, v in kwargs.items() if k not in _TRACEABLE}
+  traced = {k: jnp.float32(v) for k, v in kwargs.items() if k in _TRACEABLE}
+  return tuple(sorted(static.items())), traced
 
-  flats, metrics = run(params, *_stacked_batches())
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _scan(variant, static, traced, average, params, xs, ys, ws):
+  """All 30 steps in one ``lax.scan``; per-step flat params and metrics.
+
+  ``variant`` None is plain ``optax.adam`` (torch's defaults). Compiled once
+  per (variant, static hyperparameters): the edge, small and strong runs of a
+  variant share it.
+  """
+  kwargs = dict(static, **traced)
+  if variant is None:
+    tx = optax.adam(kwargs["learning_rate"], b1=0.9, b2=0.999, eps=1e-8)
+  else:
+    tx = homax.paper_optimizer(
+        variant, total_steps=TOTAL_STEPS, initial_average=average, **kwargs
+    )
+
+  def step(carry, batch):
+    params, state = carry
+    grads = jax.grad(_loss)(params, *batch)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    if variant is None:
+      out = ()
+    else:
+      m = homax.metrics(state)
+      out = (m["similarity"], m["homogeneity"], m["lambda"])
+    return (params, state), (_flat(params), out)
+
+  _, (flats, metrics) = jax.lax.scan(step, (params, tx.init(params)), (xs, ys, ws))
+  return flats, metrics
+
+
+def _run_jax(variant, kwargs, edge=False):
+  """Runs homax (or plain Adam for ``variant=None``) from the shared start."""
+  state_dict, average_state, _ = _setup(edge)
+  static, traced = _split(variant, kwargs)
+  flats, metrics = _scan(
+      variant, static, traced, _to_jax(average_state), _to_jax(state_dict),
+      *_stacked_batches(),
+  )
   return np.asarray(flats), [np.asarray(m) for m in metrics]
 
 
@@ -158,8 +258,8 @@ def _max_relative_error(ours, theirs):
 
 
 @functools.lru_cache(maxsize=None)
-def _plain_adam_jax(learning_rate):
-  flats, _ = _run_jax(optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8))
+def _plain_adam_jax(learning_rate, edge=False):
+  flats, _ = _run_jax(None, {"learning_rate": learning_rate}, edge)
   return flats
 
 
@@ -175,22 +275,26 @@ def test_plain_adam_matches_torch(learning_rate):
 
 
 @pytest.mark.parametrize(
-    "variant,kwargs,must_differ",
-    [pytest.param(v, kw, md, id=name) for name, v, kw, md in CONFIGS],
+    "variant,kwargs,must_differ,edge",
+    [pytest.param(v, kw, md, e, id=name) for name, v, kw, md, e in CONFIGS],
 )
-def test_variant_matches_torch(variant, kwargs, must_differ):
-  _, average_state, batches = _setup()
-  average_torch = torch.cat([average_state[f"{l}.{n}"].flatten()
-                             for l in LAYERS for n in ("weight", "bias")])
+def test_variant_matches_torch(variant, kwargs, must_differ, edge):
+  state_dict, average_state, batches = _setup(edge)
+  average_torch = _flat_torch(average_state)
+  if edge:
+    # θ'_0 is one Adam step from θ_0; check that it hits c3, c4 and c5.
+    theta0 = ref.run_adam(_fresh_model(edge), batches[:1], kwargs["learning_rate"]).params[0]
+    masks = ref.table_one_conditions(torch.from_numpy(theta0), average_torch)
+    assert all(bool(m[i]) for m, i in zip(masks[2:], (C3, C4, STILL[0])))
   trace = ref.run_homogeneity(
-      _fresh_model(), batches, variant=variant, total_steps=TOTAL_STEPS,
+      _fresh_model(edge), batches, variant=variant, total_steps=TOTAL_STEPS,
       average=average_torch, **kwargs,
   )
-  tx = homax.paper_optimizer(
-      variant, total_steps=TOTAL_STEPS, initial_average=_to_jax(average_state),
-      **kwargs,
-  )
-  flats, (s, h, lam) = _run_jax(tx)
+  if edge:
+    # The dead unit stayed dead: its c5 weights never moved (θ' = ā throughout).
+    start = _flat_torch(state_dict).numpy()
+    assert all(np.array_equal(p[list(STILL)], start[list(STILL)]) for p in trace.params)
+  flats, (s, h, lam) = _run_jax(variant, kwargs, edge)
 
   err = _max_relative_error(flats, trace.params)
   assert err <= TOLERANCE, f"max relative error {err:.3g}"
@@ -201,6 +305,6 @@ def test_variant_matches_torch(variant, kwargs, must_differ):
   if must_differ:
     # The homogeneity step changed the trajectory well beyond the tolerance,
     # so a homax that skipped it (or got it wrong) would fail above.
-    adam = _plain_adam_jax(kwargs["learning_rate"])
+    adam = _plain_adam_jax(kwargs["learning_rate"], edge)
     gap = _max_relative_error(adam, trace.params)
     assert gap > 100 * TOLERANCE, f"homogeneity changed the run by only {gap:.3g}"

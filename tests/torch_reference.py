@@ -84,7 +84,7 @@ def calculate_similarity(status, average, epsilon=EPSILON):
   return 1 - num / den
 
 
-def _conditions(status, average):
+def table_one_conditions(status, average):
   """The five Table-1 masks (Part I numbering: c3 has ā > 0, c4 has ā < 0)."""
   c1 = torch.logical_or(
       torch.logical_and(status > average, average > 0),
@@ -104,7 +104,7 @@ def calculate_partial_derivative(status, average, homogeneity_lambda, epsilon=EP
   """Part I: d = (1 - λ)·c(θ', ā) with Table 1 and its "other" row."""
   n = torch.sum(torch.abs(status - average))
   d = epsilon + torch.sum(torch.abs(status) + torch.abs(average))
-  c1, c2, c3, c4, c5 = _conditions(status, average)
+  c1, c2, c3, c4, c5 = table_one_conditions(status, average)
   scale = 1 - homogeneity_lambda
   pd = torch.zeros_like(status)
   # Indexed assignment into a zero tensor, case by case, as the seed does.
@@ -140,7 +140,7 @@ def complete_weights_update(
   d = epsilon + torch.sum(torch.abs(status) + torch.abs(average))
   lam = homogeneity_lambda
   pd = torch.zeros_like(status)
-  c1, c2, zero_above, zero_below, c5 = _conditions(status, average)
+  c1, c2, zero_above, zero_below, c5 = table_one_conditions(status, average)
   pd[c1] = (1 - lam) / (d**2) * (d - n) + lam * gradients[c1]
   pd[c2] = (1 - lam) / (d**2) * (d + n) + lam * gradients[c2]
   pd[zero_below] = (1 - lam) / d + lam * gradients[zero_below]
