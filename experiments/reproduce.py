@@ -156,9 +156,19 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
     if meta["config"] == config and (ckpt_dir / f"epoch-{meta['epoch']}").exists():
       import jax
       carry, _ = trainer.init(np.asarray(seeds))
-      abstract = dict(carry=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), carry))
-      restored = checkpointer.restore(ckpt_dir / f"epoch-{meta['epoch']}")
-      carry = jax.tree.unflatten(jax.tree.structure(carry), jax.tree.leaves(restored["carry"]))
+      path = ckpt_dir / f"epoch-{meta['epoch']}"
+      # Restore against abstract trees: without a target orbax returns the
+      # NamedTuples (Carry, optimizer states) as dicts with sorted keys, whose
+      # leaf order is not the carry's (params_a before params_h, ...).
+      saved = checkpointer.metadata(path).item_metadata
+      host = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      abstract = dict(
+          carry=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), carry),
+          history={k: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=host)
+                   for k, m in saved["history"].items()},
+      )
+      restored = checkpointer.restore(path, abstract)
+      carry = restored["carry"]
       hist = train.History()
       for k, v in restored["history"].items():
         v = np.asarray(v)
@@ -168,7 +178,6 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
         else:
           chunks = [v[:, i] for i in range(meta["epoch"])]
         getattr(hist, k).extend(chunks)
-      del abstract
       resume = (meta["epoch"], carry, hist)
   return on_epoch_end, resume
 
@@ -189,15 +198,34 @@ def write_table(table: str, data_name: str, rows, out_dir: pathlib.Path) -> list
   if data_name != TABLES[table][1]:
     notes.append(f"**Stand-in data:** these rows ran on `{data_name}` with the {TABLES[table][0]}"
                  f" protocol; the published numbers are {TABLES[table][0]} results.")
+  all_ids = [r.id for r in table_rows(table)]
+  done_ids = [r["row_id"] for r in records]
+  rows_arg = "" if done_ids == all_ids else " --rows " + ",".join(done_ids)
   notes.append(f"Command: `python -m experiments.reproduce --table {table}"
                f"{'' if data_name == TABLES[table][1] else ' --data ' + data_name}"
-               f" --seeds {records[0]['seeds']}`")
+               f" --seeds {records[0]['seeds']}{rows_arg}`")
   report.atomic_write_text(out_dir / f"{name}.md", report.markdown_table(records, title, notes))
   report.plot_forest(out_dir / name / "forest.png", records, title)
   hybrid = [r for r in records if r["variant"] == "HYBRID"]
   if len(hybrid) > 1:
     report.plot_beta_sweep(out_dir / name / "beta_sweep.png", hybrid, f"{name}: HYBRID β sweep")
   return records
+
+
+def _remove_stale_temp_files(out_dir: pathlib.Path, name: str, rows) -> None:
+  """Deletes the temp files of writes that a killed run left unfinished.
+
+  ``report.atomic_write_bytes`` writes ``.<file>.<random>.tmp`` beside its
+  target and renames it; a run killed between the two leaves the temp file,
+  which no later rename would ever claim. (Two runs of one table into one
+  ``--out`` at the same time are not supported anyway: both would train the
+  same rows.)
+  """
+  stale = [*out_dir.glob(f".{name}.*.tmp"), *(out_dir / name).rglob(".*.tmp")]
+  for row in rows:
+    stale += (out_dir / "checkpoints" / row.id).glob(".*.tmp")
+  for path in stale:
+    path.unlink(missing_ok=True)
 
 
 def _is_done(path: pathlib.Path, seeds, data_name, table) -> bool:
@@ -243,6 +271,7 @@ def main(argv=None) -> int:
         + (f" (STAND-IN for {TABLES[args.table][0]}: published numbers are {TABLES[args.table][0]})" if stand_in else "")
         + f" → {args.out / name}.csv", flush=True)
 
+  _remove_stale_temp_files(args.out, name, rows)
   todo = [r for r in rows if not _is_done(args.out / name / "rows" / f"{r.id}.json", seeds, data_name, args.table)]
   for r in rows:
     if r not in todo:
