@@ -42,10 +42,14 @@ def values(bound=1e4):
   )
 
 
+# A few sizes only: eager JAX compiles every primitive once per shape.
+SIZES = (1, 16)
+
+
 @st.composite
-def pairs(draw, max_size=24, bound=1e4):
+def pairs(draw, sizes=SIZES, bound=1e4):
   """(θ, ā) as two float32 vectors with many exact ties."""
-  size = draw(st.integers(1, max_size))
+  size = draw(st.sampled_from(sizes))
   theta, avg = [], []
   for _ in range(size):
     x = draw(values(bound))
@@ -55,11 +59,14 @@ def pairs(draw, max_size=24, bound=1e4):
   return np.array(theta, np.float32), np.array(avg, np.float32)
 
 
+SPLITS = ((), (0.5,), (0.25, 0.75), (0.0, 0.4, 1.0))
+
+
 @st.composite
 def splits(draw, size):
   """Cut points splitting a vector of ``size`` into 1-4 leaves (some may be empty)."""
-  cuts = draw(st.lists(st.integers(0, size), min_size=0, max_size=3))
-  return sorted(cuts)
+  fractions = draw(st.sampled_from(SPLITS))
+  return [round(f * size) for f in fractions]
 
 
 def to_tree(vector, cuts):
@@ -77,6 +84,23 @@ def flat(tree):
   return np.concatenate(
       [np.asarray(l, np.float64).ravel() for l in jax.tree.leaves(tree)]
   )
+
+
+# The property tests call the library through jax.jit: eager JAX compiles
+# every primitive once per shape, which costs far more than one compile per
+# tree. test_jit_equals_no_jit checks the eager path against the jitted one.
+_DERIVATIVE = {
+    rule: jax.jit(functools.partial(homax.homogeneity_derivative, rule=rule))
+    for rule in homax.RULES
+}
+
+
+def derivative(theta, avg, lam, rule="paper"):
+  return _DERIVATIVE[rule](theta, avg, jnp.float32(lam))
+
+
+sums = jax.jit(homax.sums)
+similarity = jax.jit(homax.similarity)
 
 
 lambdas = st.one_of(
@@ -175,7 +199,7 @@ def assert_close(actual, expected, atol):
 def test_each_element_gets_its_case_value(data, lam, rule, cut):
   theta, avg = data
   cuts = cut.draw(splits(theta.size))
-  out = homax.homogeneity_derivative(
+  out = derivative(
       to_tree(theta, cuts), to_tree(avg, cuts), lam, rule=rule
   )
   expected = reference(theta, avg, lam, rule)
@@ -187,12 +211,12 @@ def test_each_element_gets_its_case_value(data, lam, rule, cut):
 def test_sums_and_similarity_are_global(data, cut):
   theta, avg = data
   cuts = cut.draw(splits(theta.size))
-  n, d = homax.sums(to_tree(theta, cuts), to_tree(avg, cuts))
+  n, d = sums(to_tree(theta, cuts), to_tree(avg, cuts))
   ref_n, ref_d = reference_sums(theta, avg)
   assert n.dtype == jnp.float32 and d.dtype == jnp.float32
   np.testing.assert_allclose(float(n), ref_n, rtol=1e-5)
   np.testing.assert_allclose(float(d), ref_d, rtol=1e-5)
-  s = homax.similarity(to_tree(theta, cuts), to_tree(avg, cuts))
+  s = similarity(to_tree(theta, cuts), to_tree(avg, cuts))
   np.testing.assert_allclose(float(s), 1.0 - ref_n / ref_d, rtol=1e-5, atol=1e-5)
 
 
@@ -237,6 +261,9 @@ def _dissimilarity(theta_tree, avg_tree):
   return n / d
 
 
+GRAD = jax.jit(jax.grad(_dissimilarity))
+
+
 @SETTINGS
 @hypothesis.given(data=pairs(), lam=lambdas, cut=st.data())
 def test_exact_is_the_gradient_of_dissimilarity(data, lam, cut):
@@ -244,8 +271,8 @@ def test_exact_is_the_gradient_of_dissimilarity(data, lam, cut):
   theta = _away_from_kinks(theta, avg)
   cuts = cut.draw(splits(theta.size))
   t_tree, a_tree = to_tree(theta, cuts), to_tree(avg, cuts)
-  grad = jax.grad(_dissimilarity)(t_tree, a_tree)
-  out = homax.homogeneity_derivative(t_tree, a_tree, lam, rule="exact")
+  grad = GRAD(t_tree, a_tree)
+  out = derivative(t_tree, a_tree, lam, rule="exact")
   scale = 1.0 - float(np.float32(lam))
   assert_close(flat(out), scale * flat(grad), tolerance(theta, avg, lam))
 
@@ -254,9 +281,9 @@ def test_exact_is_the_gradient_of_dissimilarity(data, lam, cut):
 @hypothesis.given(data=pairs(), lam=lambdas)
 def test_paper_departs_from_exact_only_where_the_spec_says(data, lam):
   theta, avg = data
-  paper = np.asarray(homax.homogeneity_derivative(theta, avg, lam), np.float64)
+  paper = np.asarray(derivative(theta, avg, lam), np.float64)
   exact = np.asarray(
-      homax.homogeneity_derivative(theta, avg, lam, rule="exact"), np.float64)
+      derivative(theta, avg, lam, rule="exact"), np.float64)
   case = cases(theta, avg)
   n, d = reference_sums(theta, avg)
   scale = 1.0 - float(np.float32(lam))
@@ -310,9 +337,9 @@ def test_the_departures_occur():
 def test_flat_vector_and_nested_tree_agree(data, lam, rule, cut):
   theta, avg = data
   cuts = cut.draw(splits(theta.size))
-  nested = homax.homogeneity_derivative(
+  nested = derivative(
       to_tree(theta, cuts), to_tree(avg, cuts), lam, rule=rule)
-  vector = homax.homogeneity_derivative(
+  vector = derivative(
       jnp.asarray(theta), jnp.asarray(avg), lam, rule=rule)
   assert jax.tree.structure(nested) == jax.tree.structure(to_tree(theta, cuts))
   for leaf, p in zip(jax.tree.leaves(nested), jax.tree.leaves(to_tree(theta, cuts))):
@@ -321,29 +348,36 @@ def test_flat_vector_and_nested_tree_agree(data, lam, rule, cut):
 
 
 @FEW
-@hypothesis.given(data=pairs(max_size=12), lam=lambdas, rule=st.sampled_from(homax.RULES))
-def test_jit_equals_no_jit(data, lam, rule):
+@hypothesis.given(data=pairs(), lam=lambdas, rule=st.sampled_from(homax.RULES), cut=st.data())
+def test_jit_equals_no_jit(data, lam, rule, cut):
   theta, avg = data
-  theta, avg = to_tree(theta, [theta.size // 2]), to_tree(avg, [avg.size // 2])
-  fn = functools.partial(homax.homogeneity_derivative, rule=rule)
-  eager = fn(theta, avg, lam)
-  jitted = jax.jit(fn)(theta, avg, jnp.float32(lam))
+  cuts = cut.draw(splits(theta.size))
+  theta, avg = to_tree(theta, cuts), to_tree(avg, cuts)
+  eager = homax.homogeneity_derivative(theta, avg, lam, rule=rule)
+  jitted = derivative(theta, avg, lam, rule)
   atol = tolerance(flat(theta), flat(avg), lam)
   assert_close(flat(jitted), flat(eager), atol)
   np.testing.assert_allclose(
-      float(jax.jit(homax.similarity)(theta, avg)),
+      float(similarity(theta, avg)),
       float(homax.similarity(theta, avg)), rtol=1e-6, atol=1e-6)
 
 
 @st.composite
-def batches(draw, batch=3, max_size=10):
-  size = draw(st.integers(1, max_size))
-  models = [draw(pairs(max_size=size)) for _ in range(batch)]
-  # pairs() may draw a shorter vector; pad every model to `size` with ties.
-  theta = np.stack([np.pad(t, (0, size - t.size)) for t, _ in models])
-  avg = np.stack([np.pad(a, (0, size - a.size)) for _, a in models])
+def batches(draw, batch=3):
+  size = draw(st.sampled_from((2, 16)))
+  models = [draw(pairs(sizes=(size,))) for _ in range(batch)]
+  theta = np.stack([t for t, _ in models])
+  avg = np.stack([a for _, a in models])
   lam = np.array([draw(lambdas) for _ in range(batch)], np.float32)
   return theta, avg, lam
+
+
+# Jitted so that each batch shape compiles once, not once per primitive.
+VMAPPED = {
+    rule: jax.jit(jax.vmap(functools.partial(homax.homogeneity_derivative, rule=rule)))
+    for rule in homax.RULES
+}
+VMAPPED["similarity"] = jax.jit(jax.vmap(homax.similarity))
 
 
 @FEW
@@ -353,12 +387,11 @@ def test_vmap_over_models_equals_a_loop(data, rule):
   cut = theta.shape[1] // 2
   t_tree = {"w": jnp.asarray(theta[:, :cut]), "b": jnp.asarray(theta[:, cut:])}
   a_tree = {"w": jnp.asarray(avg[:, :cut]), "b": jnp.asarray(avg[:, cut:])}
-  fn = functools.partial(homax.homogeneity_derivative, rule=rule)
-  batched = jax.vmap(fn)(t_tree, a_tree, jnp.asarray(lam))
-  sims = jax.vmap(homax.similarity)(t_tree, a_tree)
+  batched = VMAPPED[rule](t_tree, a_tree, jnp.asarray(lam))
+  sims = VMAPPED["similarity"](t_tree, a_tree)
   for i in range(theta.shape[0]):
     one = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: B023
-    looped = fn(one(t_tree), one(a_tree), lam[i])
+    looped = homax.homogeneity_derivative(one(t_tree), one(a_tree), lam[i], rule=rule)
     atol = tolerance(theta[i], avg[i], lam[i])
     for key in ("w", "b"):
       assert_close(np.asarray(batched[key][i]), np.asarray(looped[key]), atol)
@@ -397,12 +430,12 @@ def test_zeros_and_signed_zeros_are_finite(theta, avg, rule):
 )
 def test_outputs_are_finite_and_similarity_in_unit_interval(data, lam, rule, dtype):
   theta, avg = (jnp.asarray(x).astype(dtype) for x in data)
-  out = homax.homogeneity_derivative(theta, avg, lam, rule=rule)
+  out = derivative(theta, avg, lam, rule=rule)
   assert out.dtype == dtype
   assert np.all(np.isfinite(np.asarray(out, np.float32)))
-  n, d = homax.sums(theta, avg)
+  n, d = sums(theta, avg)
   assert np.isfinite(float(n)) and np.isfinite(float(d))
-  s = float(homax.similarity(theta, avg))
+  s = float(similarity(theta, avg))
   assert 0.0 <= s <= 1.0
 
 
@@ -415,16 +448,16 @@ def test_low_precision_is_computed_in_float32(data, lam, rule, dtype):
   theta, avg = (jnp.asarray(x).astype(dtype) for x in data)
   tree = {"a": theta[:1], "b": theta[1:]}
   avg_tree = {"a": avg[:1], "b": avg[1:]}
-  out = homax.homogeneity_derivative(tree, avg_tree, lam, rule=rule)
+  out = derivative(tree, avg_tree, lam, rule=rule)
   assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(out))
   # Same as the float32 computation on the (exactly representable) upcast
   # values, rounded once at the end.
   up = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)
-  ref = homax.homogeneity_derivative(up(tree), up(avg_tree), lam, rule=rule)
+  ref = derivative(up(tree), up(avg_tree), lam, rule=rule)
   for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(
         np.asarray(got, np.float32), np.asarray(want.astype(dtype), np.float32))
-  n, d = homax.sums(tree, avg_tree)
+  n, d = sums(tree, avg_tree)
   assert n.dtype == jnp.float32 and d.dtype == jnp.float32
 
 
@@ -454,7 +487,7 @@ def test_similarity_in_unit_interval(data, dtype):
   theta, avg = data
   if dtype == jnp.float16:
     theta, avg = np.clip(theta, -6e4, 6e4), np.clip(avg, -6e4, 6e4)
-  s = float(homax.similarity(jnp.asarray(theta).astype(dtype), jnp.asarray(avg).astype(dtype)))
+  s = float(similarity(jnp.asarray(theta).astype(dtype), jnp.asarray(avg).astype(dtype)))
   assert 0.0 <= s <= 1.0
 
 

@@ -1,0 +1,499 @@
+"""The optax battery for ``homax.homogeneity``, plus one-step checks by hand."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import homax
+
+ETA_H = 1e-3
+BASES = {
+    "adam": lambda: optax.adam(1e-1),
+    "sgd": lambda: optax.sgd(1e-3, momentum=0.9),
+}
+
+
+def chain(base="adam", **kwargs):
+  kwargs.setdefault("learning_rate", ETA_H)
+  return optax.chain(BASES[base](), homax.homogeneity(**kwargs))
+
+
+def assert_trees_close(a, b, **kwargs):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(
+        np.asarray(x, np.float64), np.asarray(y, np.float64), **kwargs)
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert jnp.result_type(x) == jnp.result_type(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ---------------------------------------------------------------------------
+# Targets, as in optax's alias tests.
+
+
+def parabola():
+  initial = jnp.array([-1.0, 10.0, 1.0])
+  final = jnp.array([1.0, -1.0, 1.0])
+  return initial, final, lambda p: jnp.sum((p - final) ** 2)
+
+
+def rosenbrock():
+  initial = jnp.array([0.0, 0.0])
+  final = jnp.array([1.0, 1.0])
+  return initial, final, lambda p: (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2
+
+
+def matrix_parabola():
+  a = jnp.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.3, 0.0, 1.0], [1.0, 1.0, 1.0]])
+  final = jnp.array([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.25]])
+  b = a @ final
+  return jnp.zeros((3, 2)), final, lambda w: jnp.sum((a @ w - b) ** 2)
+
+
+def mixed_pytree():
+  final = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([-1.0, 0.25, 2.0])}
+  initial = jax.tree.map(jnp.zeros_like, final)
+
+  def objective(p):
+    return sum(jnp.sum((p[k] - final[k]) ** 2) for k in final)
+
+  return initial, final, objective
+
+
+TARGETS = {
+    "parabola": parabola,
+    "rosenbrock": rosenbrock,
+    "matrix_parabola": matrix_parabola,
+    "mixed_pytree": mixed_pytree,
+}
+CONVERGENCE_CASES = (
+    [(base, target, "paper") for base in BASES for target in TARGETS]
+    + [(base, target, "exact") for base in BASES for target in ("parabola", "rosenbrock")]
+)
+
+
+@pytest.mark.parametrize("base,target,rule", CONVERGENCE_CASES)
+def test_converges_inside_scan(base, target, rule):
+  initial, final, objective = TARGETS[target]()
+  opt = chain(base, rule=rule)
+  steps = 2000
+
+  def body(carry, _):
+    params, state = carry
+    grads = jax.grad(objective)(params)
+    updates, state = opt.update(grads, state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  state = opt.init(initial)
+  state = optax.tree.map_params(opt, lambda v: v, state)
+  (params, state), _ = jax.jit(
+      lambda c: jax.lax.scan(body, c, None, length=steps))((initial, state))
+  assert_trees_close(params, final, rtol=3e-2, atol=3e-2)
+  assert int(homax.metrics(state)["count"]) == steps
+
+
+# ---------------------------------------------------------------------------
+# Composition with optax.
+
+
+def _rosenbrock_grads(params):
+  return jax.grad(rosenbrock()[2])(params)
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_accepts_unexpected_extra_args(base):
+  opt = chain(base)
+  params = jnp.array([0.3, -0.2])
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(
+        _rosenbrock_grads(params), state, params, some_arg=1)
+    return optax.apply_updates(params, updates), state
+
+  state = opt.init(params)
+  for _ in range(2):
+    params, state = step(params, state)
+  # On its own, outside a chain, too.
+  alone = homax.homogeneity(ETA_H)
+  updates, _ = alone.update(params, alone.init(params), params, some_arg=1)
+  assert np.all(np.isfinite(np.asarray(updates)))
+
+
+@pytest.mark.parametrize("history", [False, True])
+@pytest.mark.parametrize("base", BASES)
+def test_no_recompilation_on_second_call(base, history):
+  opt = chain(base, history=history)
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    updates, state = opt.update(_rosenbrock_grads(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = jnp.array([0.3, -0.2])
+  state = opt.init(params)
+  params, state = step(params, state)
+  params, state = step(params, state)
+  params, state = step(params, state)
+  assert len(traces) == 1
+
+
+def test_map_params():
+  opt = chain("adam", history=True)
+  params = {"w": jnp.ones((2, 3)), "b": jnp.array([0.5, -1.0])}
+  grads = jax.tree.map(lambda p: 0.1 * p, params)
+  state = opt.init(params)
+  _, state = opt.update(grads, state, params)
+
+  with_identity = optax.tree.map_params(opt, lambda v: v, state)
+  assert_trees_equal(with_identity, state)
+
+  plus_one = optax.tree.map_params(opt, lambda v: v + 1, state)
+  before, after = homax.find_state(state), homax.find_state(plus_one)
+  assert_trees_close(after.running_average,
+                     jax.tree.map(lambda v: v + 1, before.running_average))
+  assert_trees_close(after.history, jax.tree.map(lambda v: v + 1, before.history))
+  assert int(after.count) == int(before.count)
+  assert float(after.similarity) == float(before.similarity)
+
+  # Params of another type (e.g. sharding specs): every params-shaped field
+  # takes the spec, every other field is replaced.
+  specs = {"w": "model", "b": "replicated"}
+  spec_state = optax.tree.map_params(
+      opt, lambda _, spec: spec, state, specs,
+      transform_non_params=lambda _: None)
+  found = homax.find_state(spec_state)
+  assert found.running_average == specs
+  assert found.history == specs
+  assert found.count is None and found.lam is None
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_inject_hyperparams_matches_plain(history):
+  params = [-jnp.ones((2, 3)), jnp.ones((2, 5, 2))]
+  grads = [jnp.ones((2, 3)), -jnp.full((2, 5, 2), 0.5)]
+  plain = optax.chain(optax.adam(1e-1), homax.homogeneity(ETA_H, history=history))
+  injected = optax.chain(
+      optax.adam(1e-1),
+      optax.inject_hyperparams(homax.homogeneity)(learning_rate=ETA_H, history=history))
+
+  def run(opt):
+    state = jax.jit(opt.init)(params)
+    p, out = params, []
+    for _ in range(3):
+      updates, state = jax.jit(opt.update)(grads, state, p)
+      p = optax.apply_updates(p, updates)
+      out.append(updates)
+    return out, state
+
+  ups, state = run(plain)
+  ups_injected, state_injected = run(injected)
+  assert_trees_close(ups_injected, ups, rtol=1e-6, atol=1e-9)
+  assert_trees_close(state_injected[1].inner_state, state[1], rtol=1e-6, atol=1e-9)
+  assert float(state_injected[1].hyperparams["learning_rate"]) == pytest.approx(ETA_H)
+
+
+def test_inject_hyperparams_with_schedules():
+  # A scheduled η_h, and a λ schedule kept static (inject_hyperparams treats
+  # every callable argument as a schedule of its own count otherwise).
+  eta = optax.linear_schedule(1e-2, 1e-3, 5)
+  lam = homax.lambda_schedules.linear(10)
+  plain = homax.homogeneity(eta, lam)
+  injected = optax.inject_hyperparams(
+      homax.homogeneity, static_args=("lambda_schedule",))(
+          learning_rate=eta, lambda_schedule=lam)
+  params = jnp.array([1.0, -2.0, 0.5])
+  s_plain, s_inj = plain.init(params), injected.init(params)
+  p1 = p2 = params
+  for k in range(4):
+    g = jnp.array([0.1, -0.2, 0.3]) * (k + 1)
+    u1, s_plain = plain.update(g, s_plain, p1)
+    u2, s_inj = injected.update(g, s_inj, p2)
+    assert_trees_close(u2, u1, rtol=1e-6, atol=1e-9)
+    p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+  assert float(homax.metrics(s_inj)["lambda"]) == pytest.approx(4 / 10)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("history", [False, True])
+@pytest.mark.parametrize("base", BASES)
+def test_updates_in_params_dtype(base, history, dtype):
+  opt = chain(base, history=history)
+  params = {"w": jnp.array([[1.0, -2.0]], dtype), "b": jnp.array([0.5], dtype)}
+  grads = jax.tree.map(lambda p: 2 * p, params)
+  state = jax.jit(opt.init)(params)
+  update = jax.jit(opt.update)
+  for _ in range(2):
+    updates, state = update(grads, state, params)
+    for u in jax.tree.leaves(updates):
+      assert u.dtype == dtype
+    params = optax.apply_updates(params, updates)
+  homog = homax.find_state(state)
+  assert all(a.dtype == dtype for a in jax.tree.leaves(homog.running_average))
+  if history:
+    assert all(h.dtype == jnp.float32 for h in jax.tree.leaves(homog.history))
+  assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
+
+
+def test_updates_in_params_dtype_for_mixed_dtypes():
+  opt = chain("adam")
+  params = {"lo": jnp.array([1.0, -2.0], jnp.bfloat16), "hi": jnp.array([0.5, 3.0])}
+  updates, _ = jax.jit(opt.update)(params, opt.init(params), params)
+  assert updates["lo"].dtype == jnp.bfloat16 and updates["hi"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_init_on_shape_dtype_struct(history):
+  opt = chain("adam", history=history)
+  real = {"w": jnp.zeros((3, 2)), "b": jnp.zeros((2,), jnp.bfloat16)}
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), real)
+  state = opt.init(abstract)
+  expected = opt.init(real)
+  shapes = lambda t: jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), t)
+  assert shapes(state) == shapes(expected)
+  assert shapes(jax.eval_shape(opt.init, abstract)) == shapes(expected)
+
+
+def test_state_is_a_documented_homogeneity_state():
+  opt = chain("adam", history=True)
+  params = {"w": jnp.ones(3)}
+  state = opt.init(params)
+  homog = state[1]
+  assert isinstance(homog, homax.HomogeneityState)
+  assert homax.find_state(state) is homog
+  fields = ("count", "running_average", "history", "homogeneity", "similarity",
+            "lam", "step_state")
+  assert homax.HomogeneityState._fields == fields
+  for field in fields:
+    assert f"{field}:" in homax.HomogeneityState.__doc__
+  assert homog.count.dtype == jnp.int32 and int(homog.count) == 0
+  assert float(homog.homogeneity) == 1.0 and float(homog.similarity) == 1.0
+  assert float(homog.lam) == 0.0
+  assert_trees_equal(homog.running_average, {"w": jnp.zeros(3)})
+  assert homax.homogeneity(ETA_H).init(params).history == ()
+  with pytest.raises(ValueError):
+    homax.find_state(optax.adam(1e-3).init(params))
+
+
+def test_metrics_after_one_step():
+  params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.0]]), "b": jnp.array([0.25, -0.75])}
+  average = {"w": jnp.array([[0.4, 1.0], [-1.0, 0.0]]), "b": jnp.array([0.25, 0.5])}
+  grads = {"w": jnp.array([[1.0, -1.0], [0.5, 0.2]]), "b": jnp.array([-0.3, 0.0])}
+  opt = optax.chain(optax.adam(1e-1), homax.homogeneity(ETA_H, initial_average=average))
+  _, state = opt.update(grads, opt.init(params), params)
+
+  adam = optax.adam(1e-1)
+  base_updates, _ = adam.update(grads, adam.init(params), params)
+  theta = np.concatenate([np.ravel(params[k] + base_updates[k]) for k in ("b", "w")])
+  avg = np.concatenate([np.ravel(average[k]) for k in ("b", "w")])
+  n = np.sum(np.abs(theta - avg))
+  d = 1e-8 + np.sum(np.abs(theta) + np.abs(avg))
+  lam = 1 / 2  # dynamic λ at k = 0: (t - 1)/t with t = 2
+  similarity = 1 - n / d
+  metrics = homax.metrics(state)
+  assert sorted(metrics) == ["count", "homogeneity", "lambda", "similarity"]
+  assert int(metrics["count"]) == 1
+  assert float(metrics["lambda"]) == pytest.approx(lam)
+  assert float(metrics["similarity"]) == pytest.approx(similarity, rel=1e-6)
+  assert float(metrics["homogeneity"]) == pytest.approx(
+      (1 - lam) * similarity + lam * 1.0, rel=1e-6)
+  # Jit-able, and the running average is now θ'.
+  assert float(jax.jit(homax.metrics)(state)["similarity"]) == float(metrics["similarity"])
+  assert_trees_close(homax.find_state(state).running_average,
+                     jax.tree.map(jnp.add, params, base_updates), rtol=1e-7)
+
+
+@pytest.mark.parametrize("name,make", [
+    ("adagrad", lambda: optax.adagrad(1e-1)),
+    ("adamw", lambda: optax.adamw(1e-2)),
+    ("lion", lambda: optax.lion(1e-3)),
+])
+def test_after_other_optimizers(name, make):
+  del name
+  opt = optax.chain(make(), homax.homogeneity(ETA_H))
+  params = {"w": jnp.array([[1.0, -2.0], [0.0, 0.5]]), "b": jnp.zeros(2)}
+  grads = jax.tree.map(lambda p: p - 0.3, params)
+  updates, state = jax.jit(opt.update)(grads, opt.init(params), params)
+  for u in jax.tree.leaves(updates):
+    assert np.all(np.isfinite(np.asarray(u)))
+  assert int(homax.metrics(state)["count"]) == 1
+
+
+# ---------------------------------------------------------------------------
+# One and two steps by hand.
+
+PARAMS = jnp.array([2.0, -1.5, 0.75, -0.25, 1.0])
+AVERAGE = jnp.array([1.0, -1.0, -0.5, 0.5, 3.0])
+GRADS = jnp.array([0.5, -1.0, 0.25, 2.0, -0.5])
+
+
+@pytest.mark.parametrize("rule", homax.RULES)
+@pytest.mark.parametrize("direction,sign", [("descend", 1.0), ("ascend", -1.0)])
+def test_one_sgd_step_by_hand(rule, direction, sign):
+  lr = 0.1
+  opt = optax.chain(optax.sgd(lr), homax.homogeneity(
+      ETA_H, rule=rule, step="sgd", direction=direction, initial_average=AVERAGE))
+  updates, _ = opt.update(GRADS, opt.init(PARAMS), PARAMS)
+
+  base = -lr * GRADS
+  theta = PARAMS + base
+  d = homax.homogeneity_derivative(theta, AVERAGE, 0.5, rule=rule)
+  assert np.any(np.abs(np.asarray(d)) > 1e-3)
+  # sgd(η_h) fed ±η_h·d moves by ∓η_h²·d.
+  step, _ = optax.sgd(ETA_H).update(sign * ETA_H * d, optax.sgd(ETA_H).init(PARAMS))
+  np.testing.assert_allclose(np.asarray(updates), np.asarray(base + step), rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(updates), np.asarray(base - sign * ETA_H**2 * d), rtol=1e-6)
+
+
+def test_one_adam_step_by_hand():
+  # Part I: θ' - Adam_{η_h}(η_h·d), a second Adam with torch's defaults.
+  lr = 0.1
+  opt = optax.chain(optax.adam(lr), homax.homogeneity(ETA_H, initial_average=AVERAGE))
+  updates, state = opt.update(GRADS, opt.init(PARAMS), PARAMS)
+  adam = optax.adam(lr)
+  base, _ = adam.update(GRADS, adam.init(PARAMS))
+  d = homax.homogeneity_derivative(PARAMS + base, AVERAGE, 0.5)
+  adam_h = optax.adam(ETA_H, b1=0.9, b2=0.999, eps=1e-8)
+  step, _ = adam_h.update(ETA_H * d, adam_h.init(PARAMS))
+  np.testing.assert_allclose(np.asarray(updates), np.asarray(base + step), rtol=1e-6)
+  assert int(homax.find_state(state).step_state[0].count) == 1
+
+
+def _cases(theta, avg):
+  out = []
+  for x, y in zip(np.asarray(theta).tolist(), np.asarray(avg).tolist()):
+    if (x > y > 0) or (x < y < 0):
+      out.append("c1")
+    elif (x > 0 > y) or (x < 0 < y):
+      out.append("c2")
+    elif x == 0 and y > 0:
+      out.append("c3")
+    elif x == 0 and y < 0:
+      out.append("c4")
+    elif x == y:
+      out.append("c5")
+    else:
+      out.append("other")
+  return out
+
+
+@pytest.mark.parametrize("rule", ["paper", "paper-full", "exact"])
+def test_history_recursion_by_hand(rule):
+  eta_h = 0.05
+  tx = homax.homogeneity(eta_h, rule=rule, history=True, step="sgd",
+                         direction="ascend", initial_average=AVERAGE[:4])
+  theta0 = jnp.array([1.5, -1.5, 0.5, 0.5])
+  u0 = jnp.array([0.5, -0.5, 0.5, -0.25])
+  state = tx.init(theta0)
+
+  # Step 0: θ'_0 = θ_0 + u_0, λ_0 = 1/2, g_0 = d_0.
+  thetap0 = theta0 + u0
+  assert _cases(thetap0, AVERAGE[:4]) == ["c1", "c1", "c2", "other"]
+  d0 = homax.homogeneity_derivative(thetap0, AVERAGE[:4], 0.5, rule=rule)
+  g0 = d0
+  up0, state = tx.update(u0, state, theta0)
+  np.testing.assert_allclose(np.asarray(state.history), np.asarray(g0), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(up0), np.asarray(u0 + eta_h**2 * g0), rtol=1e-6)
+  theta1 = theta0 + up0
+
+  # Step 1: ā = θ'_0, λ_1 = 2/3. Pick θ'_1 so that element 0 leaves c1-c5
+  # (0 < θ' < ā), element 1 stays in c1, element 2 hits c5 and element 3 c3.
+  target = jnp.array([1.5, -3.0, 1.0, 0.0])
+  u1 = target - theta1
+  thetap1 = theta1 + u1
+  np.testing.assert_array_equal(np.asarray(thetap1), np.asarray(target))
+  assert _cases(thetap1, thetap0) == ["other", "c1", "c5", "c3"]
+  lam1 = 2.0 / 3.0
+  d1 = homax.homogeneity_derivative(thetap1, thetap0, lam1, rule=rule)
+  g1 = d1 + np.float32(lam1) * g0
+  if rule == "paper-full":
+    g1 = g1.at[0].set(0.0)  # outside c1-c5: derivative and history dropped
+  up1, state = tx.update(u1, state, theta1)
+  np.testing.assert_allclose(np.asarray(state.history), np.asarray(g1), rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(np.asarray(up1), np.asarray(u1 + eta_h**2 * g1), rtol=1e-5, atol=1e-9)
+  assert float(g0[0]) != 0.0
+  if rule == "paper-full":
+    assert float(state.history[0]) == 0.0
+  else:
+    assert float(state.history[0]) != 0.0
+  # c5 keeps its history under every rule: g = d + λ·g_prev with d = 0 (paper).
+  if rule != "exact":
+    assert float(state.history[2]) == pytest.approx(lam1 * float(g0[2]), rel=1e-6)
+  # Running average of θ'_0 and θ'_1.
+  np.testing.assert_allclose(
+      np.asarray(state.running_average), np.asarray((thetap0 + thetap1) / 2), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Errors and wrappers.
+
+
+def test_update_without_params_raises():
+  params = jnp.ones(3)
+  tx = homax.homogeneity(ETA_H)
+  with pytest.raises(ValueError):
+    tx.update(params, tx.init(params))
+  opt = chain("adam")
+  with pytest.raises(ValueError):
+    opt.update(params, opt.init(params))
+
+
+def test_apply_if_finite_skips_a_nan_step():
+  opt = optax.apply_if_finite(chain("adam", history=True), max_consecutive_errors=3)
+  params = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([0.25])}
+  grads = jax.tree.map(lambda p: 0.5 * p, params)
+  update = jax.jit(opt.update)
+  state = opt.init(params)
+  updates, state = update(grads, state, params)
+  params = optax.apply_updates(params, updates)
+  before = homax.find_state(state)
+  assert int(before.count) == 1
+
+  nan_grads = {"w": jnp.array([1.0, math.nan, 0.0]), "b": jnp.array([0.1])}
+  updates, state = update(nan_grads, state, params)
+  assert int(state.notfinite_count) == 1
+  for u in jax.tree.leaves(updates):
+    np.testing.assert_array_equal(np.asarray(u), 0.0)
+  assert_trees_equal(homax.find_state(state), before)
+
+  # A finite step afterwards proceeds from the kept state.
+  updates, state = update(grads, state, params)
+  assert int(homax.find_state(state).count) == 2
+  assert int(state.notfinite_count) == 0
+  assert all(np.all(np.isfinite(np.asarray(u))) for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"learning_rate": None}, {"learning_rate": 0.0}, {"learning_rate": -1e-3},
+    {"learning_rate": math.nan}, {"learning_rate": ETA_H, "rule": "torch"},
+    {"learning_rate": ETA_H, "direction": "sideways"},
+    {"learning_rate": ETA_H, "step": "rmsprop"},
+    {"learning_rate": ETA_H, "history": 1},
+    {"learning_rate": ETA_H, "lambda_schedule": 0.5},
+])
+def test_bad_arguments_raise(kwargs):
+  with pytest.raises(ValueError):
+    homax.homogeneity(**kwargs)
+
+
+def test_bad_initial_average_raises():
+  params = {"w": jnp.ones((2, 2))}
+  for average in ({"v": jnp.ones((2, 2))}, {"w": jnp.ones(4)},
+                  {"w": jnp.ones((2, 2), jnp.bfloat16)}):
+    tx = homax.homogeneity(ETA_H, initial_average=average)
+    with pytest.raises(ValueError):
+      tx.init(params)
+  with pytest.raises(TypeError):
+    homax.homogeneity(ETA_H).init({"i": jnp.ones(2, jnp.int32)})
