@@ -35,7 +35,8 @@ class HomogeneityState(NamedTuple):
       :math:`\\bar a`), float32; 1 before the first step.
     lam: :math:`\\lambda` of the last step, float32; 0 before the first step.
     step_state: the state of the step optimizer (``"adam"``, ``"sgd"`` or the
-      transformation given as ``step``).
+      transformation given as ``step``), which runs on params and gradients
+      in at least float32.
   """
 
   count: jax.Array
@@ -77,6 +78,20 @@ def _check_params(params) -> None:
           f" {dtype}; only floating-point leaves can take a homogeneity step."
           " Wrap the transformation in `optax.masked` to skip such leaves."
       )
+
+
+def _accumulation_tree(tree):
+  """``tree`` cast leafwise to the accumulation dtype (ShapeDtypeStructs too)."""
+
+  def cast(leaf):
+    dtype = derivative_lib._accumulation_dtype(_leaf_dtype(leaf))
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(leaf.shape, dtype, sharding=leaf.sharding)
+    if hasattr(leaf, "astype"):
+      return leaf.astype(dtype)  # astype keeps the leaf's sharding.
+    return jnp.asarray(leaf, dtype)
+
+  return jax.tree.map(cast, tree)
 
 
 def _check_average(params, average) -> None:
@@ -157,6 +172,12 @@ def homogeneity(
   when ascending. With ``history=True`` and ``rule="paper-full"``, an element
   outside cases c1-c5 gets :math:`g_k = 0`, its history dropped, as in Part II.
 
+  Non-finite values propagate: a NaN or Inf in ``params`` or ``updates`` makes
+  :math:`N` and :math:`D` NaN and, since they are global sums, the update of
+  every element. Wrap the chain in ``optax.apply_if_finite`` to skip such a
+  step; the skipped step leaves the running average, history and count as
+  they were.
+
   Args:
     learning_rate: :math:`\eta_h > 0`, a float or a schedule ``count -> value``.
     lambda_schedule: ``count -> λ`` (see ``homax.lambda_schedules``); default
@@ -208,14 +229,16 @@ def homogeneity(
   def init_fn(params):
     _check_params(params)
     if initial_average is None:
-      average = jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype), params)
+      # zeros_like keeps each leaf's sharding (explicit-mesh types), so the
+      # state's types at init equal those after an update.
+      average = jax.tree.map(jnp.zeros_like, params)
     else:
       average = initial_average(params) if callable(initial_average) else initial_average
       _check_average(params, average)
       average = jax.tree.map(lambda a, p: jnp.asarray(a, p.dtype), average, params)
     if history:
       hist = jax.tree.map(
-          lambda p: jnp.zeros(p.shape, derivative_lib._accumulation_dtype(p.dtype)),
+          lambda p: jnp.zeros_like(p, derivative_lib._accumulation_dtype(p.dtype)),
           params,
       )
     else:
@@ -227,7 +250,7 @@ def homogeneity(
         homogeneity=jnp.ones([], jnp.float32),
         similarity=jnp.ones([], jnp.float32),
         lam=jnp.zeros([], jnp.float32),
-        step_state=step_tx.init(params),
+        step_state=step_tx.init(_accumulation_tree(params)),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -255,10 +278,19 @@ def homogeneity(
       g = dk
       new_history = ()
     eta = learning_rate(k) if callable(learning_rate) else learning_rate
+    # The step optimizer runs in the accumulation dtype: η_h·g is tiny by
+    # design, and in float16 its square underflows and Adam's ε rounds to 0,
+    # so a float16 step state turns the very first update into 0/0 = NaN.
     scaled = jax.tree.map(
-        lambda gi, p: (sign * eta * gi).astype(p.dtype), g, params
+        lambda gi, p: (sign * eta * gi).astype(
+            derivative_lib._accumulation_dtype(p.dtype)
+        ),
+        g,
+        params,
     )
-    step_updates, step_state = step_tx.update(scaled, state.step_state, theta)
+    step_updates, step_state = step_tx.update(
+        scaled, state.step_state, _accumulation_tree(theta)
+    )
     kf = k.astype(jnp.float32)
     new_avg = jax.tree.map(
         lambda t, a: ((t + kf.astype(t.dtype) * a) / (kf + 1.0).astype(t.dtype)).astype(a.dtype),
@@ -305,8 +337,14 @@ def find_state(opt_state) -> HomogeneityState:
 
 
 def _value(x):
-  # nnx wraps optimizer state leaves in Variables; read their value.
-  return getattr(x, "value", x) if not isinstance(x, jax.Array) else x
+  # nnx wraps optimizer state leaves in Variables; read their value with
+  # `get_value()` (flax >= 0.12 deprecates `.value`), else `.value`.
+  if isinstance(x, jax.Array):
+    return x
+  get_value = getattr(x, "get_value", None)
+  if callable(get_value):
+    return get_value()
+  return getattr(x, "value", x)
 
 
 def metrics(opt_state) -> dict[str, jax.Array]:

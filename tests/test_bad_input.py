@@ -1,0 +1,413 @@
+"""Bad input: every wrong argument, leaf, value or data file fails clearly.
+
+Argument errors are ``ValueError``s whose message names the argument and
+lists (or states) the allowed values; wrong leaf dtypes are ``TypeError``s at
+``init``; non-finite values propagate (NaN) and ``optax.apply_if_finite``
+skips such a step without touching the homogeneity state; extreme but legal
+values (zeros, ±0.0, float16 sums beyond 65504) give finite results.
+"""
+
+import contextlib
+import re
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import homax
+from experiments import datasets
+
+NAN = float("nan")
+INF = float("inf")
+
+
+def params_tree(dtype=jnp.float32):
+  return {
+      "w": jnp.array([[0.5, -0.25, 0.1, 0.0], [1.0, -2.0, 0.3, -0.7], [0.2, 0.4, -0.6, 0.8]], dtype),
+      "b": jnp.array([0.1, -0.1, 0.0, 0.05], dtype),
+  }
+
+
+def grads_tree(dtype=jnp.float32):
+  return jax.tree.map(lambda p: (0.3 * jnp.ones_like(p) - 0.1 * p).astype(dtype), params_tree(dtype))
+
+
+def paper(variant="A-B", **kwargs):
+  kwargs.setdefault("learning_rate", 1e-2)
+  kwargs.setdefault("total_steps", 10)
+  if not homax.VARIANTS[variant].computes_learning_rate:
+    kwargs.setdefault("homogeneity_learning_rate", 1e-2)
+  if variant == "COMPLETE":
+    kwargs.setdefault("lambda_type", "dynamic")
+  if variant == "HYBRID":
+    kwargs.setdefault("beta", 0.99)
+  return homax.paper_optimizer(variant, **kwargs)
+
+
+@contextlib.contextmanager
+def raises_naming(exc, argument, allowed=()):
+  """pytest.raises that also checks the message names ``argument`` and each allowed value."""
+  with pytest.raises(exc, match=re.escape(argument)) as info:
+    yield info
+  for value in allowed:
+    assert str(value) in str(info.value), f"{value!r} not in {str(info.value)!r}"
+
+
+# ---------------------------------------------------------------------------
+# Learning rates.
+
+
+@pytest.mark.parametrize("lr", [-1e-3, 0.0, NAN, INF])
+def test_homogeneity_rejects_bad_learning_rate(lr):
+  with raises_naming(ValueError, "learning_rate", ["> 0"]):
+    homax.homogeneity(lr)
+
+
+@pytest.mark.parametrize("lr", [-1e-3, 0.0, NAN])
+@pytest.mark.parametrize("argument", ["learning_rate", "homogeneity_learning_rate"])
+def test_paper_optimizer_rejects_bad_learning_rates(argument, lr):
+  with raises_naming(ValueError, argument, ["> 0"]):
+    paper("A-B", **{argument: lr})
+
+
+@pytest.mark.parametrize("lr", [-1e-3, 0.0, NAN])
+def test_b_variants_reject_bad_learning_rate(lr):
+  # B-A and B-B compute η_h from η: a bad η must fail before that formula.
+  with raises_naming(ValueError, "learning_rate", ["> 0"]):
+    paper("B-A", learning_rate=lr)
+
+
+def test_learning_rate_none_is_required():
+  with raises_naming(ValueError, "learning_rate"):
+    homax.homogeneity(None)
+
+
+# ---------------------------------------------------------------------------
+# λ, β and T.
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, NAN])
+def test_fixed_lambda_outside_unit_interval(value):
+  with raises_naming(ValueError, "lambda_value", ["[0, 1]"]):
+    paper("COMPLETE", lambda_type="fixed", lambda_value=value)
+  with raises_naming(ValueError, "value", ["[0, 1]"]):
+    homax.lambda_schedules.fixed(value)
+
+
+def test_fixed_lambda_without_value():
+  with raises_naming(ValueError, "lambda_value", ["[0, 1]"]):
+    paper("COMPLETE", lambda_type="fixed")
+  with raises_naming(ValueError, "lambda_value", ["[0, 1]"]):
+    homax.lambda_schedule_for("fixed", total_steps=10)
+
+
+def test_hybrid_without_beta():
+  with raises_naming(ValueError, "beta", ["> 0"]):
+    homax.paper_optimizer("HYBRID", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+
+
+@pytest.mark.parametrize("total", [0, -3, 2.5, True])
+def test_total_steps_below_one(total):
+  with raises_naming(ValueError, "total_steps", [">= 1"]):
+    paper("A-A", total_steps=total)
+  with raises_naming(ValueError, "total_steps", [">= 1"]):
+    homax.lambda_schedules.linear(total)
+
+
+# ---------------------------------------------------------------------------
+# Unknown names.
+
+
+def test_unknown_variant():
+  with raises_naming(ValueError, "variant", homax.VARIANTS):
+    homax.paper_optimizer("C-C", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+
+
+def test_unknown_rule():
+  with raises_naming(ValueError, "rule", homax.RULES):
+    homax.homogeneity(1e-2, rule="approximate")
+  with raises_naming(ValueError, "rule", homax.RULES):
+    paper("A-B", rule="approximate")
+  with raises_naming(ValueError, "rule", homax.RULES):
+    homax.homogeneity_derivative(params_tree(), params_tree(), 0.5, rule="approximate")
+
+
+def test_unknown_lambda_type():
+  with raises_naming(ValueError, "lambda_type", ("fixed", "linear", "dynamic")):
+    paper("COMPLETE", lambda_type="cosine")
+  with raises_naming(ValueError, "lambda_type", homax.lambda_schedules.LAMBDA_TYPES):
+    homax.lambda_schedule_for("cosine", total_steps=10)
+
+
+def test_unknown_direction():
+  with raises_naming(ValueError, "direction", ("descend", "ascend")):
+    homax.homogeneity(1e-2, direction="sideways")
+  with raises_naming(ValueError, "direction", ("descend", "ascend")):
+    paper("A-B", direction="sideways")
+
+
+def test_unknown_step():
+  with raises_naming(ValueError, "step", ("adam", "sgd", "GradientTransformation")):
+    homax.homogeneity(1e-2, step="lion")
+  with raises_naming(ValueError, "step", ("adam", "sgd", "GradientTransformation")):
+    homax.homogeneity(1e-2, step=42)
+
+
+# ---------------------------------------------------------------------------
+# init and update arguments.
+
+
+def test_update_without_params():
+  tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+  state = tx.init(params_tree())
+  # optax's own message (optax._src.base.NO_PARAMS_MSG), as its transformations raise.
+  with pytest.raises(ValueError, match="not passing `params` when calling `update`"):
+    tx.update(grads_tree(), state)
+
+
+@pytest.mark.parametrize("change, what", [
+    (lambda p: {"w": p["w"]}, "structure"),
+    (lambda p: {**p, "w": p["w"][:2]}, "shape"),
+    (lambda p: {**p, "w": p["w"].T}, "shape"),
+    (lambda p: {**p, "b": p["b"].astype(jnp.float16)}, "dtype"),
+    (lambda p: [p["w"], p["b"]], "structure"),
+])
+def test_initial_average_unlike_params(change, what):
+  params = params_tree()
+  for given in (change(params), lambda p: change(p)):
+    tx = homax.homogeneity(1e-2, initial_average=given)
+    with pytest.raises(ValueError, match=f"initial_average.*{what}"):
+      tx.init(params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.bool_])
+def test_integer_or_boolean_leaves(dtype):
+  params = {**params_tree(), "steps": jnp.zeros((3,), dtype)}
+  tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+  with pytest.raises(TypeError, match=re.escape("params['steps']") + ".*" + jnp.dtype(dtype).name):
+    tx.init(params)
+  # The documented way out works: mask the non-float leaves.
+  masked = optax.masked(homax.homogeneity(1e-2), {"w": True, "b": True, "steps": False})
+  masked.init(params)
+
+
+# ---------------------------------------------------------------------------
+# Non-finite values.
+
+
+@pytest.mark.parametrize("where, bad", [("params", NAN), ("grads", NAN), ("params", INF), ("grads", -INF)])
+def test_nonfinite_values_propagate_as_nan(where, bad):
+  # Documented: N and D are global sums, so one bad element makes the update
+  # of every element NaN (no silent clipping or zeroing).
+  tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+  params, grads = params_tree(), grads_tree()
+  state = tx.init(params)
+  if where == "params":
+    params = {**params, "b": params["b"].at[1].set(bad)}
+  else:
+    grads = {**grads, "b": grads["b"].at[1].set(bad)}
+  updates, new_state = tx.update(grads, state, params)
+  for leaf in jax.tree.leaves(updates):
+    assert np.isnan(np.asarray(leaf)).all()
+  assert np.isnan(float(homax.metrics(new_state)["similarity"]))
+
+
+def _homogeneity_leaves(opt_state):
+  st = homax.find_state(opt_state)
+  return dict(count=st.count, average=st.running_average, history=st.history,
+              homogeneity=st.homogeneity, similarity=st.similarity, step_state=st.step_state)
+
+
+def test_apply_if_finite_skips_the_step_and_keeps_the_state():
+  inner = optax.chain(
+      optax.adam(1e-2),
+      homax.homogeneity(1e-2, rule="paper-full", history=True, step="sgd", direction="ascend",
+                        initial_average=lambda p: jax.tree.map(lambda x: 0.5 * x + 0.01, p)),
+  )
+  tx = optax.apply_if_finite(inner, max_consecutive_errors=5)
+  loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2) + jnp.sum(p["b"] ** 2)
+
+  @jax.jit
+  def step(params, state, poison):
+    grads = jax.grad(loss)(params)
+    grads = {**grads, "w": grads["w"].at[0, 0].multiply(poison)}
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  clean_p, clean_s = params_tree(), tx.init(params_tree())
+  for _ in range(6):
+    clean_p, clean_s = step(clean_p, clean_s, 1.0)
+
+  p, s = params_tree(), tx.init(params_tree())
+  for _ in range(3):
+    p, s = step(p, s, 1.0)
+  before_p, before = p, _homogeneity_leaves(s.inner_state)
+  for bad in (NAN, INF):
+    p, s = step(p, s, bad)
+    # Skipped: params, running average, history, count, H, S and the step
+    # optimizer's state are exactly as before the bad step.
+    jax.tree.map(np.testing.assert_array_equal, p, before_p)
+    jax.tree.map(np.testing.assert_array_equal, _homogeneity_leaves(s.inner_state), before)
+  assert int(s.notfinite_count) == 2 and int(s.total_notfinite) == 2
+  assert int(homax.metrics(s)["count"]) == 3
+  for _ in range(3):
+    p, s = step(p, s, 1.0)
+  # The skipped steps left no trace: the run equals one that never saw them.
+  jax.tree.map(np.testing.assert_array_equal, p, clean_p)
+  jax.tree.map(np.testing.assert_array_equal, _homogeneity_leaves(s.inner_state),
+               _homogeneity_leaves(clean_s.inner_state))
+
+
+# ---------------------------------------------------------------------------
+# Zeros and signed zeros.
+
+
+@pytest.mark.parametrize("rule, history, step, direction", [
+    ("paper", False, "adam", "descend"),
+    ("paper-full", True, "sgd", "ascend"),
+    ("exact", True, "adam", "descend"),
+])
+def test_zero_params_and_average_give_finite_updates(rule, history, step, direction):
+  tx = optax.chain(optax.adam(1e-2), homax.homogeneity(
+      1e-2, rule=rule, history=history, step=step, direction=direction))
+  zeros = jax.tree.map(jnp.zeros_like, params_tree())
+  state = tx.init(zeros)  # default average: zeros, so D = ε only.
+  for grads in (zeros, grads_tree()):
+    updates, new_state = tx.update(grads, state, zeros)
+    for leaf in jax.tree.leaves((updates, new_state)):
+      assert np.isfinite(np.asarray(leaf, np.float64)).all()
+  d = homax.homogeneity_derivative(zeros, zeros, 0.5, rule=rule)
+  for leaf in jax.tree.leaves(d):
+    assert np.isfinite(np.asarray(leaf)).all()
+
+
+@pytest.mark.parametrize("rule", homax.RULES)
+def test_signed_zeros_give_finite_updates(rule):
+  signed = {"w": jnp.array([0.0, -0.0, 0.0, -0.0, 1.0]), "b": jnp.array([-0.0])}
+  average = {"w": jnp.array([-0.0, 0.0, 0.0, -0.0, -1.0]), "b": jnp.array([0.0])}
+  tx = optax.chain(optax.sgd(1e-2), homax.homogeneity(
+      1e-2, rule=rule, history=rule == "paper-full", initial_average=average))
+  state = tx.init(signed)
+  for grads in (jax.tree.map(jnp.zeros_like, signed), jax.tree.map(jnp.ones_like, signed)):
+    updates, new_state = tx.update(grads, state, signed)
+    for leaf in jax.tree.leaves((updates, new_state)):
+      assert np.isfinite(np.asarray(leaf, np.float64)).all()
+  # +0.0 and -0.0 are the same number to the rule: c5 (θ' = ā) gives 0.
+  d = homax.homogeneity_derivative(signed, average, 0.0, rule=rule)
+  assert np.all(np.asarray(d["w"][:4]) == 0.0) and np.all(np.asarray(d["b"]) == 0.0)
+
+
+# ---------------------------------------------------------------------------
+# Low-precision params.
+
+
+@pytest.mark.parametrize("dtype, variant", [
+    (jnp.float16, "A-B"), (jnp.bfloat16, "A-B"), (jnp.float16, "COMPLETE"), (jnp.bfloat16, "COMPLETE"),
+])
+def test_low_precision_params(dtype, variant):
+  # Part I (Adam step, no history) and Part II (history, SGD ascent). The
+  # homogeneity Adam runs in float32: in float16 its ε and the square of
+  # η_h·d would round to 0, and 0/0 would make the first update NaN.
+  params, grads = params_tree(dtype), grads_tree(dtype)
+  tx = paper(variant)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), updates, state
+
+  state = tx.init(params)
+  for _ in range(3):
+    params, updates, state = step(params, state)
+  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+    assert u.dtype == dtype and p.dtype == dtype
+  st = homax.find_state(state)
+  for a in jax.tree.leaves(st.running_average):
+    assert a.dtype == dtype
+  for h in jax.tree.leaves(st.history):
+    assert h.dtype == jnp.float32  # the history accumulates in float32
+  n, d = homax.sums(params, st.running_average)
+  assert n.dtype == d.dtype == jnp.float32
+  assert st.similarity.dtype == jnp.float32 and np.isfinite(float(st.similarity))
+  for leaf in jax.tree.leaves((params, updates)):
+    assert np.isfinite(np.asarray(leaf, np.float32)).all()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_sums_do_not_overflow(dtype):
+  # P = 1e7 elements of 100 and 50: Σ|θ| = 1e9, far beyond float16's 65504.
+  size = 10_000_000
+  params = {"w": jnp.full((size,), 100.0, dtype)}
+  average = {"w": jnp.full((size,), 50.0, dtype)}
+  n, d = homax.sums(params, average)
+  assert n.dtype == d.dtype == jnp.float32
+  np.testing.assert_allclose(float(n), 50.0 * size, rtol=1e-5)
+  np.testing.assert_allclose(float(d), 150.0 * size, rtol=1e-5)
+  tx = homax.homogeneity(1e-2, initial_average=average)
+  state = tx.init(params)
+  updates, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
+  assert updates["w"].dtype == dtype
+  assert np.isfinite(np.asarray(updates["w"], np.float32)).all()
+  np.testing.assert_allclose(float(homax.metrics(state)["similarity"]), 1.0 - 50.0 / 150.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Data files. tests/test_datasets.py covers the IDX format in depth; here is
+# one check per failure the issue names, each through the public loader.
+
+
+def _write_idx(path, array):
+  array = np.asarray(array, np.uint8)
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  path.write_bytes(header + array.tobytes())
+  return path
+
+
+def _image_dir(directory, image_shape=(28, 28)):
+  rng = np.random.default_rng(0)
+  paths = {}
+  for stem, n in (("train", 20), ("t10k", 5)):
+    paths[stem + "-images"] = _write_idx(
+        directory / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, *image_shape)))
+    paths[stem + "-labels"] = _write_idx(
+        directory / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n))
+  return paths
+
+
+@pytest.mark.parametrize("damage", ["truncated payload", "truncated header", "bad magic", "empty"])
+def test_damaged_idx_file_names_the_file(tmp_path, damage):
+  paths = _image_dir(tmp_path)
+  path = paths["train-labels"]
+  raw = path.read_bytes()
+  path.write_bytes({
+      "truncated payload": raw[:-3],
+      "truncated header": raw[:6],
+      "bad magic": b"\x01\x02" + raw[2:],
+      "empty": b"",
+  }[damage])
+  with pytest.raises(ValueError, match=re.escape(str(path))):
+    datasets.read_idx(path)
+  datasets.clear_cache()
+  with pytest.raises(ValueError, match=re.escape(str(path))):
+    datasets.load("kmnist", data_dir=tmp_path, source="idx")
+
+
+def test_missing_dataset_names_the_missing_file(tmp_path):
+  paths = _image_dir(tmp_path)
+  paths["t10k-labels"].unlink()
+  with pytest.raises(datasets.DatasetUnavailable, match="t10k-labels-idx1-ubyte") as info:
+    datasets.load("mnist", data_dir=tmp_path, source="idx")
+  assert str(tmp_path) in str(info.value)
+  with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+    datasets.read_idx(paths["t10k-labels"])
+
+
+def test_wrong_array_shape_names_the_file(tmp_path):
+  paths = _image_dir(tmp_path, image_shape=(28, 27))
+  datasets.clear_cache()
+  with pytest.raises(ValueError, match=re.escape(str(paths["train-images"])) + ".*28, 28"):
+    datasets.load("mnist", data_dir=tmp_path, source="idx")
+  datasets.clear_cache()

@@ -1,0 +1,181 @@
+"""Checkpoints: orbax save/restore mid-training continues bit-identically.
+
+Two levels: the optimizer (params and an optax chain's state with a
+``HomogeneityState`` inside, through ``ocp.StandardCheckpointer``), and the
+experiments CLI (``--checkpoint-every``), whose interrupted row resumes from
+its last checkpoint and ends with exactly the row JSON of an uninterrupted run.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+import homax
+from experiments import datasets, reproduce, report, train
+
+ROW = "B-A-2"  # 2 epochs of 1 step: interrupt after epoch 1, resume epoch 2.
+SEEDS = 3
+
+
+@pytest.fixture
+def persistent_cache(tmp_path_factory):
+  """A session-wide persistent compilation cache: the three runs of a row compile once.
+
+  The compiled program is the same either way; the cache only saves the
+  compile time of the later runs on a shared CI machine.
+  """
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
+  compilation_cache.reset_cache()
+
+
+def assert_trees_identical(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert jnp.result_type(x) == jnp.result_type(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ---------------------------------------------------------------------------
+# The optimizer.
+
+
+def problem():
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+  params = {"w": jax.random.normal(k1, (6, 5)) / 2.0, "b": jnp.zeros(5)}
+  average = {"w": jax.random.normal(k2, (6, 5)) / 2.0, "b": jnp.full(5, 0.1)}
+  x = jax.random.normal(k3, (32, 6))
+  y = jax.random.normal(k4, (32, 5))
+  loss = lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+  return params, average, loss
+
+
+@pytest.mark.parametrize("make_tx", [
+    # Part I with a separate Adam step; Part II with history and SGD ascent.
+    lambda avg: optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2, initial_average=avg)),
+    lambda avg: homax.paper_optimizer("COMPLETE", learning_rate=1e-2, homogeneity_learning_rate=5e-3,
+                                      total_steps=20, lambda_type="linear", initial_average=avg),
+], ids=["adam+homogeneity", "COMPLETE"])
+def test_restored_state_continues_bit_identically(tmp_path, make_tx):
+  params, average, loss = problem()
+  tx = make_tx(average)
+
+  @jax.jit
+  def step(p, s):
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  p_full, s_full = params, tx.init(params)
+  for _ in range(20):
+    p_full, s_full = step(p_full, s_full)
+
+  p, s = params, tx.init(params)
+  for _ in range(10):
+    p, s = step(p, s)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "ckpt", {"params": p, "opt_state": s})
+  checkpointer.wait_until_finished()
+  del p, s
+
+  # A new process would know only the shapes: restore against abstract trees.
+  fresh = tx.init(params)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": fresh})
+  restored = checkpointer.restore(tmp_path / "ckpt", abstract)
+  p, s = restored["params"], restored["opt_state"]
+  assert jax.tree.structure(s) == jax.tree.structure(fresh)
+  assert isinstance(homax.find_state(s), homax.HomogeneityState)
+  assert int(homax.metrics(s)["count"]) == 10
+  for _ in range(10):
+    p, s = step(p, s)
+  assert_trees_identical(p, p_full)
+  assert_trees_identical(s, s_full)
+
+
+# ---------------------------------------------------------------------------
+# The experiments CLI.
+
+
+class Interrupted(Exception):
+  pass
+
+
+def _no_plots(monkeypatch):
+  # Plots are not what is tested here, and each costs a second.
+  for name in ("plot_row", "plot_forest", "plot_beta_sweep"):
+    monkeypatch.setattr(report, name, lambda *args, **kwargs: None)
+
+
+def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache):
+  _no_plots(monkeypatch)
+  row = {r.id: r for r in reproduce.table_rows("iris")}[ROW]
+  assert row.epochs >= 2
+  data = datasets.load("iris")
+  seeds = np.arange(SEEDS)
+  common = dict(table="iris", data_name="iris", data=data, seeds=seeds)
+
+  # The reference: one uninterrupted run, no checkpoints.
+  reproduce.run_row(row, out_dir=tmp_path / "full", **common)
+  full = report.load_json(tmp_path / "full" / "iris" / "rows" / f"{ROW}.json")
+
+  # Interrupt after epoch 1: `progress` runs after the epoch's checkpoint.
+  out = tmp_path / "resumed"
+
+  def crash(n):
+    raise Interrupted
+
+  with pytest.raises(Interrupted):
+    reproduce.run_row(row, out_dir=out, checkpoint_every=1, progress=crash, **common)
+  ckpt_dir = out / "checkpoints" / ROW
+  assert report.load_json(ckpt_dir / "latest.json")["epoch"] == 1
+  assert (ckpt_dir / "epoch-1").is_dir()
+  assert not (out / "iris" / "rows" / f"{ROW}.json").exists()
+
+  # Rerun the same command through the CLI; spy on the resume it passes on.
+  calls = []
+  original = train.train_paired
+
+  def spy(*args, **kwargs):
+    calls.append(kwargs.get("resume"))
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(train, "train_paired", spy)
+  argv = ["--table", "iris", "--seeds", str(SEEDS), "--out", str(out), "--rows", ROW,
+          "--checkpoint-every", "1", "--quiet"]
+  assert reproduce.main(argv) == 0
+  assert len(calls) == 1 and calls[0] is not None and calls[0][0] == 1
+
+  resumed = report.load_json(out / "iris" / "rows" / f"{ROW}.json")
+  assert resumed["per_seed"] == full["per_seed"]  # exact: floats through JSON
+  assert resumed["curves"] == full["curves"]
+  drop = lambda s: {k: v for k, v in s.items() if k != "seconds"}
+  assert drop(resumed["summary"]) == drop(full["summary"])
+  # A finished row leaves no checkpoints behind.
+  assert not ckpt_dir.exists()
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path, monkeypatch, persistent_cache):
+  _no_plots(monkeypatch)
+  row = {r.id: r for r in reproduce.table_rows("iris")}[ROW]
+  data = datasets.load("iris")
+
+  def crash(n):
+    raise Interrupted
+
+  with pytest.raises(Interrupted):
+    reproduce.run_row(row, table="iris", data_name="iris", data=data, seeds=np.arange(SEEDS),
+                      out_dir=tmp_path, checkpoint_every=1, progress=crash)
+  # Other seeds: the checkpoint belongs to another run and must be ignored.
+  seen = []
+  reproduce.run_row(row, table="iris", data_name="iris", data=data, seeds=np.arange(1, SEEDS + 1),
+                    out_dir=tmp_path, checkpoint_every=1, progress=seen.append)
+  assert seen == [1] * row.epochs  # every epoch trained, none skipped
