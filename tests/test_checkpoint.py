@@ -12,38 +12,13 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
+from conftest import assert_trees_identical
 import homax
 from experiments import datasets, reproduce, report, train
 
 ROW = "B-A-2"  # 2 epochs of 1 step: interrupt after epoch 1, resume epoch 2.
 SEEDS = 3
-
-
-@pytest.fixture
-def persistent_cache(tmp_path_factory):
-  """A session-wide persistent compilation cache: the three runs of a row compile once.
-
-  The compiled program is the same either way; the cache only saves the
-  compile time of the later runs on a shared CI machine.
-  """
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
-
-
-def assert_trees_identical(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    assert jnp.result_type(x) == jnp.result_type(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 # ---------------------------------------------------------------------------

@@ -11,38 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
+from conftest import assert_trees_identical
 import homax
 from experiments import datasets, models, reproduce, train
 
 ROW = "B-A-3"  # 2 epochs: cheap; the crash-safety test runs it too (one compile).
 SEEDS = np.arange(3)
-
-
-@pytest.fixture
-def persistent_cache(tmp_path_factory):
-  """A session-wide persistent compilation cache, so repeated programs compile once.
-
-  The compiled program is the same either way; the cache only saves the
-  compile time of the second run on a shared CI machine.
-  """
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
-
-
-def assert_trees_identical(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    assert jnp.result_type(x) == jnp.result_type(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def optimizer_problem(seed, steps=30):

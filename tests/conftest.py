@@ -1,0 +1,33 @@
+"""Fixtures and helpers shared by the test modules."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+
+@pytest.fixture
+def persistent_cache(tmp_path_factory):
+  """A session-wide persistent compilation cache, so repeated programs compile once.
+
+  The compiled program is the same either way; the cache only saves compile
+  time of later runs (and of CLI subprocesses) on a shared CI machine.
+  """
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
+  compilation_cache.reset_cache()
+
+
+def assert_trees_identical(a, b):
+  """Same structure, same dtypes and bit-identical values, leaf by leaf."""
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert jnp.result_type(x) == jnp.result_type(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
