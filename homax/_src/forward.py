@@ -2,6 +2,7 @@ r"""Forward gradients (Baydin et al., 2022): a gradient estimate from ``jax.jvp`
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 import jax
@@ -32,9 +33,22 @@ def forward_gradient(
     *args, **kwargs: passed to ``loss_fn`` (e.g. a batch).
     num_directions: :math:`K \ge 1`, the number of tangents averaged.
   """
-  if isinstance(num_directions, bool) or not isinstance(num_directions, int) or num_directions < 1:
+  try:
+    # operator.index accepts Python and NumPy integers, and rejects floats.
+    count = None if isinstance(num_directions, bool) else operator.index(num_directions)
+  except TypeError:
+    count = None
+  if count is None or count < 1:
     raise ValueError(f"num_directions must be an int >= 1, got {num_directions!r}.")
+  num_directions = count
   leaves, treedef = jax.tree_util.tree_flatten(params)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+      # A Gaussian tangent has no integer counterpart; say which leaf it is.
+      raise TypeError(
+          f"forward_gradient: params{jax.tree_util.keystr(path)} has dtype"
+          f" {jnp.result_type(leaf)}; every leaf must be floating point."
+      )
   f = lambda p: loss_fn(p, *args, **kwargs)
 
   def one(k):

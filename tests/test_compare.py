@@ -1,0 +1,214 @@
+"""experiments.compare and the seed 002/003 models: shapes, layouts, SAM, pairing, outputs.
+
+The harness test trains every method on Iris for one epoch with one learning
+rate and two seeds: it is about plumbing (pairing, columns, files), not accuracy.
+"""
+
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import compare, datasets, models
+
+REQUIRED_COLUMNS = (
+    "dataset", "method", "best_lr", "seeds", "test_acc_mean", "test_acc_std",
+    "diff_vs_adam_mean", "diff_ci95_low", "diff_ci95_high", "wins_vs_adam", "val_acc_mean",
+    "us_per_step",
+)
+
+# Parameter counts worked out by hand from the seeds' layer lists.
+SEED_MODELS = {
+    "mlp1": 784 * 64 + 64 + 64 * 10 + 10,
+    "mlp2": 784 * 16 + 16 + 16 * 64 + 64 + 64 * 10 + 10,
+    "cnn3": (9 * 16 + 16) + (16 * 49 * 8 + 8) + (8 * 25 * 16 + 16) + (144 * 10 + 10),
+    "cnn4": (9 * 16 + 16) + (16 * 25 * 8 + 8) + (8 * 9 * 8 + 8) + (8 * 25 * 16 + 16) + 1450,
+    "cnn5": (9 * 16 + 16) + (16 * 9 * 8 + 8) + 2 * (8 * 9 * 8 + 8) + (8 * 9 * 16 + 16)
+            + (16 * 9 * 16 + 16) + 1450,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_MODELS))
+def test_seed002_models_shapes_and_init(name):
+  spec = models.seed002(name)
+  params = spec.init(jax.random.key(0))
+  assert models.num_params(params) == SEED_MODELS[name]
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+  out = spec.apply(params, x)
+  assert out.shape == (3, 10)
+  # Flattened inputs are reshaped inside.
+  np.testing.assert_allclose(spec.apply(params, x.reshape(3, 784)), out, rtol=1e-5, atol=1e-6)
+  # torch's default init: every parameter within ±1/sqrt(fan_in) of its layer.
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    assert float(jnp.max(jnp.abs(leaf))) <= 1.0, jax.tree_util.keystr(path)
+
+
+def test_seed002_sigmoid_twin_differs():
+  relu, sig = models.seed002("cnn4"), models.seed002("cnn4", "sigmoid")
+  p = relu.init(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (2, 784))
+  assert not np.allclose(relu.apply(p, x), sig.apply(p, x))
+  with pytest.raises(ValueError):
+    models.seed002("cnn6")
+
+
+def _seed003_numpy_forward(images_nhwc, theta):
+  """Seed 003's own NumPy forward pass (Conv2d / MaxPool_2by2 / Flatten / Linear), condensed."""
+  def conv(x, w, b):
+    oc, ic, kh, kw = w.shape
+    n, c, h, wd = x.shape
+    shape = (n, ic, h - kh + 1, wd - kw + 1, kh, kw)
+    data = np.lib.stride_tricks.as_strided(x, shape=shape, strides=x.strides + x.strides[2:])
+    return np.tensordot(data, w, ((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2) + b.reshape(1, oc, 1, 1)
+
+  def pool(x):
+    n, c, h, w = x.shape
+    return np.nanmax(x.reshape(n, c, h // 2, 2, w // 2, 2), axis=(3, 5))
+
+  c1_w, c1_b, c2_w, c2_b, f_w, f_b = theta
+  x = np.ascontiguousarray(images_nhwc.astype(float).transpose(0, 3, 1, 2))
+  y = pool(np.maximum(conv(x, c1_w, c1_b), 0))
+  g = pool(np.maximum(conv(np.ascontiguousarray(y), c2_w, c2_b), 0))
+  return g.reshape(g.shape[0], -1) @ f_w.T + f_b
+
+
+def test_seed003_cnn_matches_the_seed_numpy_forward():
+  spec = models.seed003_cnn()
+  p = jax.tree.map(np.asarray, spec.init(jax.random.key(0)))
+  assert models.num_params(p) == (8 * 25 + 8) + (8 * 8 * 25 + 8) + (128 * 10 + 10)
+  # Our HWIO kernels → the seed's OIHW; our (in, out) dense kernel → its (out, in).
+  theta = (p["c1"]["kernel"].transpose(3, 2, 0, 1), p["c1"]["bias"],
+           p["c2"]["kernel"].transpose(3, 2, 0, 1), p["c2"]["bias"],
+           p["f"]["kernel"].T, p["f"]["bias"])
+  x = np.asarray(jax.random.uniform(jax.random.key(2), (4, 28, 28, 1)))
+  np.testing.assert_allclose(spec.apply(p, jnp.asarray(x)), _seed003_numpy_forward(x, theta),
+                             rtol=1e-4, atol=1e-5)
+  assert spec.apply(p, jnp.asarray(x.reshape(4, 784))).shape == (4, 10)
+
+
+def test_seed003_cnn_uniform_bound():
+  p = models.seed003_cnn(0.01).init(jax.random.key(0))
+  assert max(float(jnp.max(jnp.abs(l))) for l in jax.tree.leaves(p)) <= 0.01
+
+
+def test_sam_step_is_the_sharpness_aware_update():
+  # One step: ĝ = ∇L(θ)/‖∇L(θ)‖, then Adam applies ∇L(θ + ρĝ) at θ.
+  target = jnp.array([1.0, -2.0, 0.5])
+  loss = lambda p: jnp.sum((p["w"] - target) ** 2 * jnp.array([1.0, 3.0, 0.2]))
+  params = {"w": jnp.zeros(3)}
+  algo = compare.sam_algo(0.1, rho=0.05)
+  (new, _), value = algo.step(algo.init(params), loss, jax.random.key(0))
+  g0 = jax.grad(loss)(params)
+  norm = jnp.sqrt(jnp.sum(g0["w"] ** 2))
+  g1 = jax.grad(loss)({"w": params["w"] + 0.05 * g0["w"] / norm})
+  adam = optax.adam(0.1, b1=0.9, b2=0.999, eps=1e-8)
+  u, _ = adam.update(g1, adam.init(params), params)
+  np.testing.assert_allclose(new["w"], params["w"] + u["w"], rtol=1e-6)
+  np.testing.assert_allclose(value, loss(params))
+  assert not np.allclose(g1["w"], g0["w"])  # the second gradient is really elsewhere
+
+
+def test_ema_and_lookahead_evaluate_their_averaged_weights():
+  loss = lambda p: jnp.sum((p - 3.0) ** 2)
+  ema = compare.ema_algo(0.1, decay=0.9)
+  carry = ema.init(jnp.zeros(2))
+  carry, _ = ema.step(carry, loss, None)
+  # A debiased EMA after one step is the weights themselves.
+  np.testing.assert_allclose(ema.params(carry), carry[0], rtol=1e-6)
+  carry, _ = ema.step(carry, loss, None)
+  assert not np.allclose(ema.params(carry), carry[0])
+  la = compare.lookahead_algo(0.1, sync_period=5)
+  carry = la.init(jnp.zeros(2))
+  for _ in range(3):
+    carry, _ = la.step(carry, loss, None)
+  # Between syncs the slow weights (evaluated) stay put while the fast ones move.
+  np.testing.assert_allclose(la.params(carry), 0.0)
+  assert not np.allclose(carry[0].fast, 0.0)
+
+
+def test_best_lr_is_chosen_on_validation_with_loss_tiebreak():
+  run = compare.MethodRun(
+      method="x", lrs=np.array([0.1, 0.2, 0.3]), seeds=np.arange(2),
+      val_acc=np.array([[90.0, 90.0], [95.0, 95.0], [95.0, 95.0]]),
+      val_loss=np.array([[0.1, 0.1], [0.5, 0.5], [0.4, np.nan]]),
+      test_acc=np.array([[99.0, 99.0], [10.0, 10.0], [20.0, 20.0]]),
+      test_loss=np.zeros((3, 2)), train_loss_curve=np.zeros((3, 2, 1)),
+      val_acc_curve=np.zeros((3, 2, 1)), initial_params=None, compile_s=0.0, run_s=1.0, steps=1)
+  # Test accuracy is never looked at; a NaN loss counts as worst.
+  assert compare.best_lr_index(run) == 1
+
+
+@pytest.fixture(scope="module")
+def iris_result():
+  return compare.run_dataset("iris", seeds=np.array([0, 1]), quick=True, epochs=1)
+
+
+def test_every_method_in_a_seed_starts_from_identical_params(iris_result):
+  runs = iris_result["runs"]
+  assert set(runs) == set(compare.METHODS)
+  ref = runs["adam"].initial_params
+  ref_leaves = jax.tree.leaves(ref)
+  # The two seeds start differently ...
+  assert not np.allclose(ref_leaves[0][0, 0], ref_leaves[0][0, 1])
+  for name, run in runs.items():
+    assert run.lrs.size == 1 and run.seeds.tolist() == [0, 1]
+    assert jax.tree.structure(run.initial_params) == jax.tree.structure(ref), name
+    # ... and every method of a seed from the same weights (lookahead: its slow
+    # weights, EMA: its average, both equal to the weights at step 0).
+    for a, b in zip(jax.tree.leaves(run.initial_params), ref_leaves):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+    assert np.all(np.isfinite(run.val_acc)) and np.all(np.isfinite(run.test_acc))
+    assert run.train_loss_curve.shape == (1, 2, 1)
+
+
+def test_outputs_csv_columns_and_files(iris_result, tmp_path):
+  records = compare.write_outputs(tmp_path, {"iris": iris_result}, "pytest", 1.0)
+  with open(tmp_path / "compare.csv") as f:
+    rows = list(csv.DictReader(f))
+  header = list(rows[0])
+  assert tuple(header[:len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
+  assert {r["method"] for r in rows} == set(compare.METHODS)
+  assert len(rows) == len(records) == len(compare.METHODS)
+  adam = next(r for r in rows if r["method"] == "adam")
+  assert float(adam["diff_vs_adam_mean"]) == 0.0
+  for r in rows:
+    assert r["dataset"] == "iris" and int(r["seeds"]) == 2
+    assert float(r["us_per_step"]) > 0 and 0 <= float(r["test_acc_mean"]) <= 100
+    assert 0 <= int(r["wins_vs_adam"]) <= 2
+  # The paired difference is method − Adam per seed.
+  runs = iris_result["runs"]
+  sam = next(r for r in rows if r["method"] == "sam")
+  expected = float(np.mean(runs["sam"].test_acc[0] - runs["adam"].test_acc[0]))
+  assert abs(float(sam["diff_vs_adam_mean"]) - expected) < 1e-3
+  md = (tmp_path / "compare.md").read_text()
+  assert "where homogeneity ranks" in md and "hom-partI" in md
+  for f in ("compare/iris.png", "compare/time_per_step.png", "compare/iris.json"):
+    assert (tmp_path / f).stat().st_size > 0
+
+
+def test_cli_quick_subset(tmp_path):
+  rc = compare.main(["--dataset", "iris", "--quick", "--methods", "sgd", "--epochs", "1",
+                     "--out", str(tmp_path)])
+  assert rc == 0
+  with open(tmp_path / "compare.csv") as f:
+    assert {r["method"] for r in csv.DictReader(f)} == {"adam", "sgd"}
+
+
+def test_cli_rejects_unknown_method(tmp_path):
+  with pytest.raises(SystemExit):
+    compare.main(["--methods", "nope", "--out", str(tmp_path)])
+
+
+def test_seed004_tasks_label_the_stand_in():
+  try:
+    datasets.load("fashion_mnist", train_size=1)
+  except datasets.DatasetUnavailable:
+    pytest.skip("neither KMNIST nor Fashion-MNIST on this machine")
+  tasks = compare.seed004_tasks(quick=True)
+  cnn = tasks[-1]
+  assert cnn["data"].x_train.shape[1:] == (28, 28, 1)
+  if cnn["data"].name != "kmnist":
+    assert cnn["stand_in"] == "kmnist" and cnn["task"] == "fashion_mnist-cnn"
