@@ -45,7 +45,7 @@ class MLP(nnx.Module):
 
 
 class DeepMLP(nnx.Module):
-  """in → h → h → … → out with ReLU (benchmarks' 784→1024→1024→10; seed 002's mlp2)."""
+  """in → h → h → … → out with ReLU (the benchmarks' 784→1024→1024→10)."""
 
   def __init__(self, in_features: int, hidden: tuple[int, ...], out_features: int, *, rngs: nnx.Rngs):
     sizes = (in_features, *hidden)
