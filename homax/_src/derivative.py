@@ -101,49 +101,103 @@ def similarity(params: PyTree, average: PyTree, eps: float = 1e-8) -> Array:
   return 1.0 - n / d
 
 
-def _leaf_coefficient(p: Array, a: Array, n: Array, d: Array, rule: str):
+def _case_constants(n: Array, d: Array) -> dict[str, Array]:
+  """The scalars Table 1 is made of: c1 = (D - N)/D², c2 = (D + N)/D², c3, c4.
+
+  Computed as the seed writes them, ``(1/D²)·(D ∓ N)``, ``-1/D`` and ``1/D``.
+  """
+  inv_d2 = 1.0 / (d * d)
+  return dict(c1=inv_d2 * (d - n), c2=inv_d2 * (d + n), c3=-1.0 / d, c4=1.0 / d)
+
+
+def _leaf_coefficient(p: Array, a: Array, n: Array, d: Array, rule: str, consts=None):
   """Elementwise c (Table 1 or the exact subgradient) and the 'defined' mask.
 
   The mask is False where ``paper-full`` (the Part II code) leaves an element
   outside cases c1-c5: there both the derivative and its history are dropped.
+
+  For "paper" and "paper-full", every element is one of a few scalars, so c is
+  a nested select among them (no per-element arithmetic). The "other" row,
+  ``(D·sign(θ'-ā) - N·sign(θ'))/D²`` on the elements outside c1-c5, takes
+  only four values: θ' ≠ 0 with ā = 0 gives ``±(D - N)/D²`` (the sign of θ'),
+  and θ' strictly between 0 and ā gives ``∓(D + N)/D²``, i.e. ``±c1`` and
+  ``∓c2`` — bit for bit, as XLA evaluates the formula: it turns the division
+  by D² into a multiplication by 1/D², and the products with ±1, the
+  negations and the commuted product are exact. Where θ' or ā is NaN, N and D
+  are NaN and so is every scalar: the element is NaN ("paper") or outside the
+  mask ("paper-full"), as before.
   """
-  sign_diff = jnp.sign(p - a)
-  sign_p = jnp.sign(p)
-  exact = (d * sign_diff - n * sign_p) / (d * d)
   if rule == "exact":
-    return exact, None
-  c1 = ((p > a) & (a > 0)) | ((p < a) & (a < 0))
-  c2 = ((p > 0) & (a < 0)) | ((p < 0) & (a > 0))
-  c3 = (p == 0) & (a > 0)
-  c4 = (p == 0) & (a < 0)
+    sign_diff = jnp.sign(p - a)
+    sign_p = jnp.sign(p)
+    return (d * sign_diff - n * sign_p) / (d * d), None
+  k = _case_constants(n, d) if consts is None else consts
+  zero = jnp.zeros((), k["c1"].dtype)
+  if rule == "paper":
+    # The same partition, in fewer operations: after θ' = ā (c5), ā = 0
+    # ("other": ±c1 by the sign of θ') and θ' = 0 (c3/c4), both are nonzero
+    # and distinct, and c1 is "θ' beyond ā" (> ā > 0 or < ā < 0); what is left
+    # is c2 (opposite signs: +c2) and "other" between 0 and ā (∓c2 by the
+    # sign of θ'), i.e. -c2 exactly where θ' > 0 and ā > 0.
+    a_pos = a > 0
+    p_pos = p > 0
+    beyond = jnp.where(a_pos, p > a, p < a)
+    c = jnp.where(
+        p == a,
+        zero,
+        jnp.where(
+            a == 0,
+            jnp.where(p_pos, k["c1"], -k["c1"]),
+            jnp.where(
+                p == 0,
+                jnp.where(a_pos, k["c3"], k["c4"]),
+                jnp.where(beyond, k["c1"], jnp.where(p_pos & a_pos, -k["c2"], k["c2"])),
+            ),
+        ),
+    )
+    return c, None
+  p_pos = p > 0
+  p_neg = p < 0
+  a_pos = a > 0
+  a_neg = a < 0
   c5 = p == a
-  inv_d2 = 1.0 / (d * d)
+  c34 = (p == 0) & (a_pos | a_neg)  # c3 or c4
+  c2 = (p_pos & a_neg) | (p_neg & a_pos)
+  c1 = ((p > a) & a_pos) | ((p < a) & a_neg)
   # The seed writes the five cases into a zero tensor; "paper" then fills every
-  # remaining element with the exact formula, "paper-full" leaves them at 0.
-  rest = exact if rule == "paper" else jnp.zeros_like(exact)
+  # remaining element with the "other" formula, "paper-full" leaves them at 0.
+  if rule == "paper-full":
+    other = zero
+  else:
+    other = jnp.where(
+        a == 0,
+        jnp.where(p_pos, k["c1"], -k["c1"]),
+        jnp.where(p_pos, -k["c2"], k["c2"]),
+    )
   c = jnp.where(
-      c1,
-      inv_d2 * (d - n),
+      c5,
+      zero,
       jnp.where(
-          c2,
-          inv_d2 * (d + n),
-          jnp.where(c3, -1.0 / d, jnp.where(c4, 1.0 / d, jnp.where(c5, 0.0, rest))),
+          c34,
+          jnp.where(a_pos, k["c3"], k["c4"]),
+          jnp.where(c2, k["c2"], jnp.where(c1, k["c1"], other)),
       ),
   )
   if rule == "paper":
     return c, None
-  return c, c1 | c2 | c3 | c4 | c5
+  return c, c1 | c2 | c34 | c5
 
 
 def _coefficients(params, average, n, d, rule):
   """Returns (c tree, mask tree or None) in the accumulation dtype."""
   leaves, treedef = jax.tree_util.tree_flatten(params)
   avg_leaves = treedef.flatten_up_to(average)
+  consts = None if rule == "exact" else _case_constants(n, d)
   cs, masks = [], []
   for p, a in zip(leaves, avg_leaves):
     acc = n.dtype
     c, m = _leaf_coefficient(
-        jnp.asarray(p).astype(acc), jnp.asarray(a).astype(acc), n, d, rule
+        jnp.asarray(p).astype(acc), jnp.asarray(a).astype(acc), n, d, rule, consts
     )
     cs.append(c)
     masks.append(m)

@@ -117,6 +117,38 @@ def _check_average(params, average) -> None:
       )
 
 
+# Leaves up to this many elements (4 MiB in float32: cache-sized) have the
+# step optimizer's input written once to memory; larger ones recompute it.
+_MATERIALIZE_MAX_SIZE = 1 << 20
+
+
+def _materialized(x):
+  """``x`` itself (same bits), computed once into memory when it is small.
+
+  Performance only. XLA's CPU backend gives each output of the step its own
+  kernel and recomputes a cheap shared input in each: Table 1 (a chain of
+  selects over every element) would be evaluated once for Adam's first moment
+  and again for its second. Writing one element of ``x`` back into ``x`` (a
+  no-op ``dynamic_update_slice``, done in place) makes ``x`` a buffer, so it is
+  computed once and read twice: cheaper while the leaf is cache-sized, dearer
+  (one more pass over memory) beyond, where it is left to be recomputed.
+
+  The values of ``x`` are unchanged. Under ``jit``, Adam's first moment can
+  differ in its last bit from what the fused kernel gave before (XLA
+  rearranged the fused arithmetic); it now equals the op-by-op (eager) value.
+  """
+  if x.ndim == 0 or x.size == 0 or x.size > _MATERIALIZE_MAX_SIZE:
+    return x
+  # Explicitly sharded leaves (sharding in the type) are left alone: slicing a
+  # sharded dimension is not defined for them, and they are not the small,
+  # single-device case this is for.
+  spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+  if spec is not None and any(axis is not None for axis in spec):
+    return x
+  corner = (0,) * x.ndim
+  return jax.lax.dynamic_update_slice(x, jax.lax.dynamic_slice(x, corner, (1,) * x.ndim), corner)
+
+
 def _step_transformation(step, learning_rate) -> optax.GradientTransformation:
   if isinstance(step, str):
     if step == "adam":
@@ -225,6 +257,9 @@ def homogeneity(
     )
   step_tx = _step_transformation(step, learning_rate)
   sign = 1.0 if direction == "descend" else -1.0
+  # Without history, the step optimizer's input η_h·g is read by several of
+  # its kernels (Adam: the first and the second moment); see _materialized.
+  materialize = not history and step != "sgd"
 
   def init_fn(params):
     _check_params(params)
@@ -288,6 +323,8 @@ def homogeneity(
         g,
         params,
     )
+    if materialize:
+      scaled = jax.tree.map(_materialized, scaled)
     step_updates, step_state = step_tx.update(
         scaled, state.step_state, _accumulation_tree(theta)
     )

@@ -1,0 +1,187 @@
+"""Overhead of the homogeneity step over plain Adam, per training step.
+
+Every arm runs the same jitted training run: ``steps`` steps of
+forward + backward + optimizer update inside one ``lax.scan``, params and
+optimizer state donated. Arms:
+
+* ``adam``       ``optax.adam(1e-3)`` (torch's defaults) — the baseline;
+* ``part1``      ``homax.paper_optimizer("A-B")``: Adam + homogeneity with a
+  second Adam (Part I, dynamic λ, Table-1 rule);
+* ``part2``      ``homax.paper_optimizer("COMPLETE", lambda_type="dynamic")``:
+  Adam + homogeneity with history, ``θ' + η_h² g`` (Part II);
+* ``sgd``        ``optax.sgd(1e-2)`` alone, for reference;
+* ``sgd+homog``  ``optax.chain(optax.sgd(1e-2), homax.homogeneity(1e-3))``
+  (the transformation after SGD, its default Adam step and dynamic λ).
+
+Models: the paper's MLP 784→128→10 at batch 5, 128 and 420, and an MLP
+784→1024→1024→10 at batch 128. Data: **synthetic** — standard-normal inputs
+and uniform random labels, a pool of 16 batches cycled through (the step
+reads batch ``k mod 16``), identical for every arm. Timing: the arms are
+interleaved in one process (rotating order), the median of ``reps``
+repetitions of a whole ``steps``-step run, divided by ``steps``; compile time
+excluded (each arm runs once before timing). Ratios: of the medians
+(``ratio_vs_adam``) and the median of the per-repetition ratios
+(``ratio_vs_adam_paired``), which cancels slow spells of a shared machine.
+
+Usage::
+
+  python -m benchmarks.bench_overhead            # the full run (~4 min on 2 cores)
+  python -m benchmarks.bench_overhead --quick    # a check that it runs
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import common
+
+CONFIGS = (
+    # (name, model kind, hidden, batch)
+    ("mlp784-128-10 b5", "mlp", 128, 5),
+    ("mlp784-128-10 b128", "mlp", 128, 128),
+    ("mlp784-128-10 b420", "mlp", 128, 420),
+    ("mlp784-1024-1024-10 b128", "deep", (1024, 1024), 128),
+)
+ARMS = ("adam", "part1", "part2", "sgd", "sgd+homog")
+POOL = 16
+LR, LR_H, LR_SGD = 1e-3, 1e-3, 1e-2
+
+
+def build_model(kind, hidden):
+  from experiments import models
+  if kind == "mlp":
+    return models.mlp(784, hidden, 10)
+  return models.deep_mlp(784, hidden, 10)
+
+
+def make_tx(arm: str, average, total_steps: int):
+  import homax
+  if arm == "adam":
+    return optax.adam(LR, b1=0.9, b2=0.999, eps=1e-8)
+  if arm == "part1":
+    return homax.paper_optimizer("A-B", learning_rate=LR, homogeneity_learning_rate=LR_H,
+                                 total_steps=total_steps, initial_average=average)
+  if arm == "part2":
+    return homax.paper_optimizer("COMPLETE", learning_rate=LR, homogeneity_learning_rate=LR_H,
+                                 total_steps=total_steps, lambda_type="dynamic",
+                                 initial_average=average)
+  if arm == "sgd":
+    return optax.sgd(LR_SGD)
+  if arm == "sgd+homog":
+    return optax.chain(optax.sgd(LR_SGD), homax.homogeneity(LR_H, initial_average=average))
+  raise ValueError(arm)
+
+
+def make_run(model, tx, steps: int):
+  """A jitted ``(params, state, xs, ys) -> (params, state, mean loss)`` over ``steps`` steps."""
+
+  def loss_fn(params, x, y):
+    logits = model.apply(params, x)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  def run(params, state, xs, ys):
+    def step(carry, k):
+      p, s = carry
+      i = k % xs.shape[0]
+      loss, g = grad_fn(p, xs[i], ys[i])
+      u, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, u), s), loss
+
+    (params, state), losses = jax.lax.scan(step, (params, state), jnp.arange(steps))
+    return params, state, jnp.mean(losses)
+
+  return jax.jit(run, donate_argnums=(0, 1))
+
+
+def bench_config(name, kind, hidden, batch, steps, reps, arms=ARMS):
+  model = build_model(kind, hidden)
+  key = jax.random.key(0)
+  params0 = model.init(jax.random.fold_in(key, 0))
+  average = model.init(jax.random.fold_in(key, 1))
+  n_params = sum(int(x.size) for x in jax.tree.leaves(params0))
+  rng = np.random.default_rng(0)
+  xs = jnp.asarray(rng.standard_normal((POOL, batch, 784), dtype=np.float32))
+  ys = jnp.asarray(rng.integers(0, 10, (POOL, batch), dtype=np.int32))
+  live = {}
+  for arm in arms:
+    tx = make_tx(arm, average, steps)
+    run = make_run(model, tx, steps)
+    params = jax.tree.map(jnp.copy, params0)
+    # A copy: init keeps `average` itself, and donation would delete it.
+    state = jax.tree.map(jnp.copy, tx.init(params))
+    params, state, loss = run(params, state, xs, ys)  # compile + warm-up
+    jax.block_until_ready(loss)
+    if not np.isfinite(float(loss)):
+      raise FloatingPointError(f"{name} {arm}: loss is {float(loss)}")
+    live[arm] = [run, params, state]
+
+  def timer(arm):
+    def go():
+      entry = live[arm]
+
+      def call():
+        entry[1], entry[2], loss = entry[0](entry[1], entry[2], xs, ys)
+        jax.block_until_ready((entry[1], loss))
+
+      return common.timed(call)
+    return go
+
+  times = common.interleaved({a: timer(a) for a in arms}, reps)
+  per_step = {a: common.median(times[a]) / steps for a in arms}
+  rows = []
+  for a in arms:
+    rows.append(dict(
+        config=name, params=n_params, batch=batch, arm=a,
+        us_per_step=1e6 * per_step[a],
+        ratio_vs_adam=per_step[a] / per_step["adam"],
+        ratio_vs_adam_paired=common.paired_ratio(times[a], times["adam"]),
+        ratio_vs_sgd=per_step[a] / per_step["sgd"] if a.startswith("sgd") and "sgd" in per_step else None,
+        spread_pct=100.0 * (max(times[a]) - min(times[a])) / np.median(times[a]),
+        times_s=times[a],
+    ))
+  return rows
+
+
+def main(argv=None):
+  p = common.parser(__doc__.split("\n")[0])
+  p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 200)")
+  p.add_argument("--reps", type=int, default=None, help="repetitions (default 7; deep MLP 5)")
+  args = p.parse_args(argv)
+  common.setup_platform(args)
+  steps = args.steps or (40 if args.quick else 200)
+  info = common.machine_info()
+  print(common.header("overhead vs Adam (per training step)", info))
+  rows = []
+  for name, kind, hidden, batch in CONFIGS:
+    reps = args.reps or (2 if args.quick else (5 if kind == "deep" else 7))
+    rows += bench_config(name, kind, hidden, batch, steps, reps)
+    print(common.table([r for r in rows if r["config"] == name], COLUMNS), flush=True)
+  print()
+  print(common.table(rows, COLUMNS))
+  record = dict(
+      settings=dict(steps=steps, pool_batches=POOL, data="synthetic: N(0,1) inputs, uniform labels",
+                    learning_rate=LR, homogeneity_learning_rate=LR_H, sgd_learning_rate=LR_SGD,
+                    statistic="median over repetitions of one whole lax.scan run / steps",
+                    arms=ARMS),
+      rows=rows,
+  )
+  common.write("overhead", args, record, info)
+  return record
+
+
+COLUMNS = (
+    ("config", "config", ""), ("params", "P", "d"), ("arm", "arm", ""),
+    ("us_per_step", "µs/step", ".1f"), ("ratio_vs_adam", "÷adam", ".3f"),
+    ("ratio_vs_adam_paired", "÷adam paired", ".3f"),
+    ("ratio_vs_sgd", "÷sgd", ".3f"), ("spread_pct", "spread%", ".0f"),
+)
+
+if __name__ == "__main__":
+  main()

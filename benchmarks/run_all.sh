@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the four benchmarks, one command each, from the repository root.
+#
+#   benchmarks/run_all.sh            # on whatever jax.devices() gives (CPU here)
+#   benchmarks/run_all.sh --quick    # a quick check that every script runs
+#   benchmarks/run_all.sh --gpu      # require a GPU: jax on it, torch on CUDA
+#   benchmarks/run_all.sh --cpu      # force the CPU even where a GPU exists
+#
+# Any other arguments are passed to every script (e.g. --tag mytag, --no-write).
+# Each script prints its table and writes benchmarks/out/<name>_<platform>.json
+# and benchmarks/results/<name>_<platform>.json (machine, load, versions, date,
+# command, device name). Each full run takes up to ~5 minutes on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+args=()
+for a in "$@"; do
+  case "$a" in
+    --gpu) args+=(--platform gpu) ;;
+    --cpu) args+=(--platform cpu) ;;
+    *) args+=("$a") ;;
+  esac
+done
+
+echo "# $(date -u +%FT%TZ)  nproc=$(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+python -c "import jax; print('# jax devices:', jax.devices())"
+for bench in bench_overhead bench_torch bench_memory bench_seeds; do
+  echo
+  echo "## python -m benchmarks.${bench} ${args[*]:-}"
+  python -m "benchmarks.${bench}" "${args[@]}"
+done

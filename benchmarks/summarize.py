@@ -1,0 +1,160 @@
+"""Markdown tables of the benchmark results against the issue's targets.
+
+Reads ``benchmarks/results/<name>_<platform>.json`` (what the four scripts
+wrote) and prints the tables used in ``benchmarks/RESULTS.md``.
+
+Usage::
+
+  python -m benchmarks.summarize              # CPU results
+  python -m benchmarks.summarize --platform gpu
+  python -m benchmarks.summarize --only overhead --tag 1core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from benchmarks import common
+
+
+def load(name, platform, tag=""):
+  path = common.ROOT / "benchmarks" / "results" / f"{name}_{platform}{'_' + tag if tag else ''}.json"
+  if not path.exists():
+    return None
+  return json.loads(path.read_text())
+
+
+def ok(flag):
+  return "met" if flag else "**missed**"
+
+
+def verdict(*flags):
+  """met if every statistic meets the target, missed if none, else borderline."""
+  if all(flags):
+    return "met"
+  if not any(flags):
+    return "**missed**"
+  return "borderline (one statistic meets it)"
+
+
+def machine_line(rec):
+  m = rec["machine"]
+  v = m["versions"]
+  return (f"{m['date_utc']}, {m['cpu']} ({m['nproc']} cores, process allowed on"
+          f" {m.get('affinity_cpus')}), jax {v.get('jax')} on"
+          f" {m['jax_device']['device_kind']}, torch {v.get('torch', '-')}; load average"
+          f" (1/5/15 min) before {m['load_average_1_5_15']}, after"
+          f" {m.get('load_average_after')}. Command: `{m['command']}`")
+
+
+def overhead(rec):
+  targets = {5: 2.5, 128: 1.35, 420: 1.10}
+  out = [machine_line(rec), "",
+         "Ratios: of the medians / median of the per-repetition (paired) ratios.", "",
+         "| model, batch | P | Adam µs/step | Part I µs/step | Part I ÷ Adam | target |"
+         " Part II µs/step | Part II ÷ Adam | Part II ≤ Part I | SGD µs | SGD + homogeneity µs |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+  configs = []
+  for r in rec["rows"]:
+    if r["config"] not in configs:
+      configs.append(r["config"])
+  for c in configs:
+    rows = {r["arm"]: r for r in rec["rows"] if r["config"] == c}
+    a, p1, p2 = rows["adam"], rows["part1"], rows["part2"]
+    r1 = (p1["ratio_vs_adam"], common.paired_ratio(p1["times_s"], a["times_s"]))
+    r2 = (p2["ratio_vs_adam"], common.paired_ratio(p2["times_s"], a["times_s"]))
+    r21 = (p2["us_per_step"] / p1["us_per_step"], common.paired_ratio(p2["times_s"], p1["times_s"]))
+    deep = "1024" in c
+    target = None if deep else targets.get(a["batch"])
+    t = (f"≤ {target:.2f}: {verdict(*(x <= target for x in r1))}" if target else "(none)")
+    t21 = (verdict(*(x <= 1.0 for x in r21)) if not deep else
+           ("yes" if max(r21) <= 1 else "no"))
+    sgd, sh = rows.get("sgd"), rows.get("sgd+homog")
+    out.append(
+        f"| {c} | {a['params']} | {a['us_per_step']:.0f} | {p1['us_per_step']:.0f} |"
+        f" {r1[0]:.2f} / {r1[1]:.2f} | {t} | {p2['us_per_step']:.0f} | {r2[0]:.2f} / {r2[1]:.2f} |"
+        f" {t21} (÷ {r21[0]:.2f} / {r21[1]:.2f}) | {sgd['us_per_step']:.0f} |"
+        f" {sh['us_per_step']:.0f} (÷ SGD {sh['ratio_vs_sgd']:.2f}) |")
+  return "\n".join(out)
+
+
+def torch_table(rec):
+  out = [machine_line(rec), "",
+         "Parts and ratios: from the medians / from the median of the per-repetition (paired)"
+         " differences.", "",
+         "| batch | torch Adam µs | torch homog. µs | homax Adam µs | homax homog. µs | whole step × |"
+         " torch part µs | homax part µs | part × | target ≥ 20× | part × without the seed's monitoring |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rec["rows"]:
+    ts, n = r["times_s"], r["steps"]
+    ph = common.paired_difference(ts["homax homog"], ts["homax adam"]) / n
+    pt = common.paired_difference(ts["torch homog"], ts["torch adam"]) / n
+    x1 = r["part_cheaper_x"]
+    x2 = pt / ph if ph > 0 else None
+    fmt = lambda x: "n/a" if x is None else f"{x:.1f}"
+    tgt = ("(none)" if r["batch"] not in (5, 128) else
+           verdict(*((x is not None and x >= 20) for x in (x1, x2))))
+    xn = r["part_cheaper_no_monitor_x"]
+    out.append(
+        f"| {r['batch']} | {r['torch_adam_us']:.0f} | {r['torch_homog_us']:.0f} |"
+        f" {r['homax_adam_us']:.0f} | {r['homax_homog_us']:.0f} | {r['speedup_whole_step']:.1f} |"
+        f" {r['torch_part_us']:.0f} / {1e6 * pt:.0f} | {r['homax_part_us']:.0f} / {1e6 * ph:.0f} |"
+        f" {fmt(x1)} / {fmt(x2)} | {tgt} | {fmt(xn)} |")
+  return "\n".join(out)
+
+
+def memory(rec):
+  out = [machine_line(rec), "",
+         "| P | config | bytes (formula) | ms | GB/s | copy GB/s (x·1.0001 / x+y) | % of copy |"
+         " copy-speed passes (ideal) |",
+         "|---|---|---|---|---|---|---|---|"]
+  for r in rec["rows"]:
+    tgt = ""
+    if r["P"] == 10**7:
+      tgt = " (target ≥ 90%: " + ok(r["pct_of_copy"] >= 90) + ")"
+    out.append(
+        f"| {r['P']:.0e} | {r['config']} | {r['bytes']:.3g} ({r['ideal_arrays'] * 4}·P) |"
+        f" {r['ms']:.3f} | {r['gb_s']:.1f} | {r['copy_gb_s']:.1f} / {r['add_gb_s']:.1f} |"
+        f" {r['pct_of_copy']:.0f}{tgt} | {r['array_passes_at_copy_speed']:.1f} ({r['ideal_arrays']}) |")
+  return "\n".join(out)
+
+
+def seeds(rec):
+  out = [machine_line(rec), "",
+         "| problem | data | steps per seed | 32 seeds, vmap (s) | 32 seeds, one after another (s) |"
+         " ratio × | target |",
+         "|---|---|---|---|---|---|---|"]
+  for r in rec["rows"]:
+    if r["problem"].startswith("iris"):
+      tgt = "≥ 10: " + ok(r["ratio"] >= 10)
+    elif r["problem"].endswith("b42"):
+      tgt = "≥ 1.5: " + ok(r["ratio"] >= 1.5)
+    else:
+      tgt = "(context)"
+    out.append(
+        f"| {r['problem']} | {r['data']} | {r['steps_per_seed']} | {r['parallel_s']:.3f} |"
+        f" {r['sequential_s']:.3f} | {r['ratio']:.1f} | {tgt} |")
+  return "\n".join(out)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--platform", default="cpu")
+  p.add_argument("--tag", default="", help="the --tag the results were written with")
+  p.add_argument("--only", nargs="*", default=None, help="overhead, torch, memory, seeds")
+  args = p.parse_args(argv)
+  for name, fn, title in (("overhead", overhead, "Overhead vs Adam"),
+                          ("torch", torch_table, "Against the published code"),
+                          ("memory", memory, "Against the memory limit"),
+                          ("seeds", seeds, "Seeds in parallel")):
+    if args.only and name not in args.only:
+      continue
+    rec = load(name, args.platform, args.tag)
+    print(f"### {title}\n")
+    print(fn(rec) if rec else f"(no results for {name} on {args.platform} {args.tag})")
+    print()
+
+
+if __name__ == "__main__":
+  main()
