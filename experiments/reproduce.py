@@ -182,11 +182,15 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
   return on_epoch_end, resume
 
 
-def write_table(table: str, data_name: str, rows, out_dir: pathlib.Path) -> list[dict]:
-  """(Re)writes ``<name>.csv``, ``<name>.md`` and the summary plots from finished rows."""
+def write_table(table: str, data_name: str, out_dir: pathlib.Path) -> list[dict]:
+  """(Re)writes ``<name>.csv``, ``<name>.md`` and the summary plots from every finished row.
+
+  Every row of the table with a row file in ``out_dir`` is included, whichever
+  run (``--rows`` subset) finished it, in the table's order.
+  """
   name = output_name(table, data_name)
   records = []
-  for row in rows:
+  for row in table_rows(table):
     path = out_dir / name / "rows" / f"{row.id}.json"
     if path.exists():
       records.append(report.load_json(path)["summary"])
@@ -199,11 +203,12 @@ def write_table(table: str, data_name: str, rows, out_dir: pathlib.Path) -> list
     notes.append(f"**Stand-in data:** these rows ran on `{data_name}` with the {TABLES[table][0]}"
                  f" protocol; the published numbers are {TABLES[table][0]} results.")
   all_ids = [r.id for r in table_rows(table)]
-  done_ids = [r["row_id"] for r in records]
-  rows_arg = "" if done_ids == all_ids else " --rows " + ",".join(done_ids)
-  notes.append(f"Command: `python -m experiments.reproduce --table {table}"
-               f"{'' if data_name == TABLES[table][1] else ' --data ' + data_name}"
-               f" --seeds {records[0]['seeds']}{rows_arg}`")
+  for seeds in sorted({r["seeds"] for r in records}):
+    done_ids = [r["row_id"] for r in records if r["seeds"] == seeds]
+    rows_arg = "" if done_ids == all_ids else " --rows " + ",".join(done_ids)
+    notes.append(f"Command: `python -m experiments.reproduce --table {table}"
+                 f"{'' if data_name == TABLES[table][1] else ' --data ' + data_name}"
+                 f" --seeds {seeds}{rows_arg}`")
   report.atomic_write_text(out_dir / f"{name}.md", report.markdown_table(records, title, notes))
   report.plot_forest(out_dir / name / "forest.png", records, title)
   hybrid = [r for r in records if r["variant"] == "HYBRID"]
@@ -286,7 +291,7 @@ def main(argv=None) -> int:
       bar.set_description(row.id)
     s = run_row(row, table=args.table, data_name=data_name, data=data, seeds=seeds, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, progress=bar.update if bar else None)
-    write_table(args.table, data_name, rows, args.out)
+    write_table(args.table, data_name, args.out)
     msg = (f"  {row.id:>16}: homogeneity {s['acc_homogeneity_mean']:6.2f}  Adam {s['acc_adam_mean']:6.2f}"
            f"  diff {s['diff_mean']:+6.2f} [{s['diff_ci95_low']:+.2f}, {s['diff_ci95_high']:+.2f}]"
            f"  wins {s['wins']}/{s['seeds']}   published {s['published_acc_homogeneity']:.2f} vs"
@@ -294,7 +299,7 @@ def main(argv=None) -> int:
     (bar.write if bar else print)(msg)
   if bar is not None:
     bar.close()
-  records = write_table(args.table, data_name, rows, args.out)
+  records = write_table(args.table, data_name, args.out)
   print(f"done in {time.perf_counter() - t0:.1f} s: {len(records)} rows in {args.out / name}.csv,"
         f" {args.out / name}.md and plots under {args.out / name}/")
   return 0
