@@ -31,7 +31,6 @@ Usage::
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
