@@ -66,6 +66,49 @@ class History:
     return out
 
 
+# Up to this many elements, `permutation` ranks by counting instead of sorting.
+# Measured on the 2-core CPU, 32 vmapped seeds: n = 120 (Iris) 174 µs against
+# 639 µs for jax.random.permutation, n = 300 898 against 1,287 µs; at n = 1,000
+# the n² comparisons cost 10× more than the sort.
+COUNTING_PERMUTATION_MAX = 256
+
+
+def permutation(key: jax.Array, n: int) -> jax.Array:
+  """``jax.random.permutation(key, n)``, bit for bit, faster for small ``n``.
+
+  jax shuffles by stable-sorting ``arange(n)`` by fresh random uint32 keys,
+  ``ceil(3·log n / log(2³²-1))`` rounds (one for n < 1,600). XLA's CPU sort
+  is slow for short rows, and vmapping over seeds makes it one sort per seed
+  and epoch. For ``n <= COUNTING_PERMUTATION_MAX`` each round here computes
+  the same stable order by counting: element i goes to position
+  ``#{j: b_j < b_i} + #{j < i: b_j = b_i}`` (b: the round's keys, drawn
+  exactly as jax draws them), an n×n comparison and a scatter. Larger ``n``
+  calls ``jax.random.permutation``. ``tests/test_train.py`` checks equality.
+  """
+  if n > COUNTING_PERMUTATION_MAX:
+    return jax.random.permutation(key, n)
+  rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+  x = jnp.arange(n)
+  for _ in range(rounds):
+    key, subkey = jax.random.split(key)
+    x = stable_sort_by(jax.random.bits(subkey, (n,), jnp.uint32), x)
+  return x
+
+
+def stable_sort_by(keys: jax.Array, values: jax.Array) -> jax.Array:
+  """``lax.sort_key_val(keys, values)[1]`` for 1-D arrays, by counting (n² compares).
+
+  Element i goes to ``#{j: k_j < k_i} + #{j < i: k_j = k_i}``: the order of
+  a stable sort, ties kept in place.
+  """
+  n = keys.shape[0]
+  pos = jnp.arange(n)
+  before = (keys[None, :] < keys[:, None]) | (
+      (keys[None, :] == keys[:, None]) & (pos[None, :] < pos[:, None]))
+  rank = jnp.sum(before, axis=1, dtype=jnp.int32)
+  return jnp.zeros_like(values).at[rank].set(values, unique_indices=True)
+
+
 def cross_entropy(logits, labels, mask):
   """Mean softmax cross-entropy over the real (mask = 1) samples of a batch."""
   per = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -135,7 +178,7 @@ class PairedTrainer:
       return loss, acc
 
     def run(carry: Carry, shuffle_key, epoch, xtr, ytr, xval, yval):
-      perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n_train)
+      perm = permutation(jax.random.fold_in(shuffle_key, epoch), n_train)
       idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(steps, b)
       mask = jnp.concatenate([jnp.ones((n_train,)), jnp.zeros((pad,))]).reshape(steps, b)
 

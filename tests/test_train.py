@@ -1,5 +1,7 @@
 """The paired trainer: both arms of a seed share initial weights and batches."""
 
+import hypothesis
+import hypothesis.strategies as st
 import jax
 import numpy as np
 import optax
@@ -58,3 +60,30 @@ def test_vmapped_seeds_equal_single_seed_runs():
   np.testing.assert_allclose(both.test_acc_h[1:], one.test_acc_h)
   np.testing.assert_allclose(
       both.final_params_h["fc2"]["kernel"][1], one.final_params_h["fc2"]["kernel"][0], rtol=1e-5, atol=1e-6)
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.one_of(st.integers(0, 12), st.sampled_from([120, 255, 256, 257])),
+)
+def test_permutation_is_jax_random_permutation_bit_for_bit(seed, n):
+  """The trainer's counting shuffle gives jax's permutation exactly (jit, vmap)."""
+  key = jax.random.key(seed)
+  keys = jax.random.split(key, 3)
+  expected = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+  got = jax.jit(jax.vmap(lambda k: train.permutation(k, n)))(keys)
+  assert got.dtype == expected.dtype
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(keys=st.lists(st.integers(0, 3) | st.integers(0, 2**32 - 1), max_size=60))
+def test_stable_sort_by_keeps_ties_in_order(keys):
+  """Ties (forced by drawing keys from 0..3) keep their order, as lax.sort_key_val's stable sort."""
+  k = np.asarray(keys, np.uint32)
+  values = np.arange(len(keys), dtype=np.int32) * 7 - 3
+  _, expected = jax.lax.sort_key_val(k, values)
+  got = jax.jit(train.stable_sort_by)(k, values)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+  np.testing.assert_array_equal(np.asarray(got), values[np.argsort(k, kind="stable")])
