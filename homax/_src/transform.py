@@ -154,15 +154,17 @@ def _after(scalar, buffer):
 
   Performance only. The running average is updated in place; XLA lets it be
   overwritten only once every reader of the old average (the sums N and D,
-  Table 1) is known to have run, and otherwise copies the whole average first
-  (a full pass over memory every step). The new average uses ``k``; adding 0
-  to it, a zero computed from one element of a buffer that those readers
-  produce (``clip(bits, 0, 0)`` of its bit pattern: an integer 0 whatever the
-  value, NaN included), gives XLA that order, and the copy goes away.
+  Table 1, recomputed inside the step optimizer's kernels) is known to have
+  run, and otherwise copies the whole average first (a full pass over memory
+  every step). The new average uses ``k``; adding to it a zero computed from
+  one element of each buffer those readers produce (the step optimizer's new
+  state, the new history: ``clip(bits, 0, 0)`` of the element's bit pattern,
+  an integer 0 whatever the value, NaN included) gives XLA that order, and
+  the copy goes away. Without such buffers (``step="sgd"`` without history)
+  the copy stays.
 
   Skipped (``scalar`` returned as is) for empty and 0-d buffers and
-  explicitly sharded leaves; the caller skips buffers that are not written to
-  memory (a large leaf's step input, see ``_materialized``).
+  explicitly sharded leaves.
 
   The value of ``scalar`` is unchanged, but under ``jit`` XLA fuses the
   neighbouring kernels differently, and the sums N and D (hence everything
@@ -177,6 +179,17 @@ def _after(scalar, buffer):
   first = buffer[(0,) * buffer.ndim].astype(jnp.float32)
   zero = jnp.clip(jax.lax.bitcast_convert_type(first, jnp.int32), 0, 0)
   return scalar + zero.astype(scalar.dtype)
+
+
+def _after_all(scalar, buffers):
+  """``_after`` for every buffer, on CPU only (where it was measured); as is elsewhere."""
+
+  def cpu(x):
+    for buffer in buffers:
+      x = _after(x, buffer)
+    return x
+
+  return jax.lax.platform_dependent(scalar, cpu=cpu, default=lambda x: x)
 
 
 def _step_transformation(step, learning_rate) -> optax.GradientTransformation:
@@ -358,21 +371,14 @@ def homogeneity(
     step_updates, step_state = step_tx.update(
         scaled, state.step_state, _accumulation_tree(theta)
     )
-    kf = k.astype(jnp.float32)
     # The new average is written over the old one, which the sums and Table 1
-    # also read; see _after for why it is made to wait for a buffer computed
-    # from them (the history, or the materialized step input).
-    later = new_history if history else (scaled if materialize else None)
-
-    def average(t, a, after):
-      ordered = after is not None and (history or after.size <= _MATERIALIZE_MAX_SIZE)
-      kk = _after(kf, after) if ordered else kf
-      return ((t + kk.astype(t.dtype) * a) / (kk + 1.0).astype(t.dtype)).astype(a.dtype)
-
-    if later is None:
-      new_avg = jax.tree.map(lambda t, a: average(t, a, None), theta, avg)
-    else:
-      new_avg = jax.tree.map(average, theta, avg, later)
+    # also read: it waits for the buffers computed from them (see _after).
+    kf = _after_all(k.astype(jnp.float32), jax.tree.leaves((step_state, new_history)))
+    new_avg = jax.tree.map(
+        lambda t, a: ((t + kf.astype(t.dtype) * a) / (kf + 1.0).astype(t.dtype)).astype(a.dtype),
+        theta,
+        avg,
+    )
     new_updates = jax.tree.map(
         lambda u, su, p: (u + su).astype(p.dtype), updates, step_updates, params
     )
