@@ -107,16 +107,24 @@ def torch_table(rec):
 def memory(rec):
   out = [machine_line(rec), "",
          "| P | config | bytes (formula) | ms | GB/s | copy GB/s (x·1.0001 / x+y) | % of copy |"
-         " copy-speed passes (ideal) |",
-         "|---|---|---|---|---|---|---|---|"]
+         " copy-speed passes (ideal) | notes |",
+         "|---|---|---|---|---|---|---|---|---|"]
   for r in rec["rows"]:
     tgt = ""
-    if r["P"] == 10**7:
+    if r["P"] == 10**7 and r["config"] in ("part1", "part2"):
       tgt = " (target ≥ 90%: " + ok(r["pct_of_copy"] >= 90) + ")"
+    notes = []
+    if "best_part1_pct_of_copy" in r:
+      notes.append(f"bound on any XLA Part I step: {r['best_part1_pct_of_copy']:.0f}%")
+    if "max_rel_diff_vs_homax" in r:
+      notes.append(f"prototype, not in homax; rel. diff vs homax {r['max_rel_diff_vs_homax']:.1e}")
+    elif r["config"] == "part1-blocked":
+      notes.append("prototype, not in homax")
     out.append(
         f"| {r['P']:.0e} | {r['config']} | {r['bytes']:.3g} ({r['ideal_arrays'] * 4}·P) |"
         f" {r['ms']:.3f} | {r['gb_s']:.1f} | {r['copy_gb_s']:.1f} / {r['add_gb_s']:.1f} |"
-        f" {r['pct_of_copy']:.0f}{tgt} | {r['array_passes_at_copy_speed']:.1f} ({r['ideal_arrays']}) |")
+        f" {r['pct_of_copy']:.0f}{tgt} | {r['array_passes_at_copy_speed']:.1f} ({r['ideal_arrays']}) |"
+        f" {'; '.join(notes)} |")
   return "\n".join(out)
 
 

@@ -1,0 +1,94 @@
+"""Where a training step's time goes: XLA's per-kernel profile of two arms of ``bench_overhead``.
+
+Runs the jitted 200-step training run of ``bench_overhead`` (same model, data and
+optimizers) for each arm under ``jax.profiler.trace``, reads the Perfetto trace
+it writes, and prints every XLA kernel (fusion, copy, dot, reduction) with its
+time per training step, the arms side by side, and the difference. Kernels are
+matched by name within an arm only (names differ between programs); the totals
+and the copies of whole parameter-sized arrays are what compare across arms.
+The profiler adds overhead to every kernel, so the absolute times are above
+``bench_overhead``'s; the ranking and the copies are the point.
+
+Usage::
+
+  python -m benchmarks.profile_step                       # adam vs part1, MLP 784-128-10, batch 128
+  python -m benchmarks.profile_step --arms adam part2 --batch 420 --top 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import bench_overhead
+
+STEPS = 200
+RUNS = 5
+_NOT_KERNELS = ("$", "Thunk", "Pjit", "Common", "while", "Slinky", "np.asarray", "ArrayImpl")
+
+
+def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, float], list[str]]:
+  """``({kernel: µs per training step}, [parameter-sized copies])`` for one arm."""
+  model = bench_overhead.build_model("mlp", hidden)
+  key = jax.random.key(0)
+  params = model.init(jax.random.fold_in(key, 0))
+  average = model.init(jax.random.fold_in(key, 1))
+  rng = np.random.default_rng(0)
+  xs = jnp.asarray(rng.standard_normal((bench_overhead.POOL, batch, 784), dtype=np.float32))
+  ys = jnp.asarray(rng.integers(0, 10, (bench_overhead.POOL, batch), dtype=np.int32))
+  tx = bench_overhead.make_tx(arm, average, STEPS)
+  run = bench_overhead.make_run(model, tx, STEPS)
+  state = jax.tree.map(jnp.copy, tx.init(params))
+  params = jax.tree.map(jnp.copy, params)
+  shapes = {"f32[" + ",".join(map(str, x.shape)) + "]"
+            for x in jax.tree.leaves(params) if x.size > 1000}
+  hlo = run.lower(params, state, xs, ys).compile().as_text()
+  copies = [line.split("=")[0].strip() for line in hlo.splitlines()
+            if " copy(" in line and line.split("=")[1].split("{")[0].strip() in shapes]
+  params, state, loss = run(params, state, xs, ys)
+  jax.block_until_ready(loss)
+  with tempfile.TemporaryDirectory() as log_dir:
+    with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+      for _ in range(RUNS):
+        params, state, loss = run(params, state, xs, ys)
+        jax.block_until_ready(loss)
+    trace_file = glob.glob(f"{log_dir}/**/*.trace.json.gz", recursive=True)[0]
+    with gzip.open(trace_file) as f:
+      events = json.load(f)["traceEvents"]
+  total = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and not e["name"].startswith(_NOT_KERNELS):
+      total[e["name"]] += e.get("dur", 0)
+  return {k: v / (RUNS * STEPS) for k, v in total.items()}, copies
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--arms", nargs=2, default=["adam", "part1"], choices=bench_overhead.ARMS)
+  p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--top", type=int, default=20, help="kernels listed per arm")
+  args = p.parse_args(argv)
+  print(f"# per-kernel time per training step (µs, under the profiler), MLP 784-128-10,"
+        f" batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].platform}")
+  totals = {}
+  for arm in args.arms:
+    times, copies = kernel_times(arm, args.batch)
+    totals[arm] = sum(times.values())
+    print(f"\n## {arm}: {totals[arm]:.0f} µs of kernels per step;"
+          f" copies of parameter-sized arrays: {', '.join(copies) or 'none'}")
+    for name, us in sorted(times.items(), key=lambda kv: -kv[1])[:args.top]:
+      print(f"  {us:8.1f}  {name}")
+  a, b = args.arms
+  print(f"\n{b} − {a}: {totals[b] - totals[a]:.0f} µs of kernels per step")
+
+
+if __name__ == "__main__":
+  main()
