@@ -162,6 +162,47 @@ def bench_problem(prob, reps: int):
   )
 
 
+def bench_shuffle(sizes=(120, 256, 300, 1000), reps: int = 50):
+  """µs per epoch's shuffle of 32 vmapped seeds: jax.random.permutation vs counting.
+
+  ``experiments.train.permutation`` counts ranks for n <= COUNTING_PERMUTATION_MAX
+  (the same permutation, bit for bit); here the counting path is timed at every
+  n, to show where the threshold comes from.
+  """
+  from experiments import train
+  keys = jax.vmap(jax.random.key)(jnp.arange(SEEDS))
+  rows = []
+  saved = train.COUNTING_PERMUTATION_MAX
+  try:
+    train.COUNTING_PERMUTATION_MAX = 1 << 30
+    for n in sizes:
+      fns = {"sort": jax.jit(jax.vmap(lambda k, n=n: jax.random.permutation(k, n))),
+             "count": jax.jit(jax.vmap(lambda k, n=n: train.permutation(k, n)))}
+      same = bool(jnp.all(fns["sort"](keys) == fns["count"](keys)))
+      us = {}
+      for name, fn in fns.items():
+        jax.block_until_ready(fn(keys))
+        ts = []
+        for _ in range(reps):
+          t0 = time.perf_counter()
+          jax.block_until_ready(fn(keys))
+          ts.append(time.perf_counter() - t0)
+        us[name] = 1e6 * common.median(ts)
+      rows.append(dict(n=n, seeds=SEEDS, sort_us=us["sort"], count_us=us["count"],
+                       speedup=us["sort"] / us["count"], identical=same,
+                       used_by_trainer="count" if n <= saved else "sort"))
+  finally:
+    train.COUNTING_PERMUTATION_MAX = saved
+  return rows
+
+
+SHUFFLE_COLUMNS = (
+    ("n", "n", "d"), ("sort_us", "jax.random.permutation µs", ".0f"),
+    ("count_us", "counting µs", ".0f"), ("speedup", "×", ".2f"),
+    ("identical", "identical", ""), ("used_by_trainer", "trainer uses", ""),
+)
+
+
 COLUMNS = (
     ("problem", "problem", ""), ("steps_per_seed", "steps", "d"),
     ("parallel_s", "vmap 32 s", ".3f"), ("sequential_s", "32 sequential s", ".3f"),
@@ -191,10 +232,14 @@ def main(argv=None):
     print(common.table(rows[-1:], COLUMNS), flush=True)
   print()
   print(common.table(rows, COLUMNS))
+  shuffle = bench_shuffle(reps=5 if args.quick else 50)
+  print(f"\nshuffle of {SEEDS} vmapped seeds, per call:")
+  print(common.table(shuffle, SHUFFLE_COLUMNS))
   record = dict(
       settings=dict(seeds=SEEDS, statistic="median of interleaved timed runs; compile excluded",
                     trainer="experiments.train.PairedTrainer.compiled_epoch"),
       rows=rows,
+      shuffle=shuffle,
   )
   common.write("seeds", args, record, info)
   return record

@@ -143,6 +143,13 @@ def seeds(rec):
     out.append(
         f"| {r['problem']} | {r['data']} | {r['steps_per_seed']} | {r['parallel_s']:.3f} |"
         f" {r['sequential_s']:.3f} | {r['ratio']:.1f} | {tgt} |")
+  if rec.get("shuffle"):
+    out += ["", "Shuffle of 32 vmapped seeds, one call (µs):", "",
+            "| n | jax.random.permutation | counting | × | identical | the trainer uses |",
+            "|---|---|---|---|---|---|"]
+    for r in rec["shuffle"]:
+      out.append(f"| {r['n']} | {r['sort_us']:.0f} | {r['count_us']:.0f} | {r['speedup']:.2f} |"
+                 f" {'yes' if r['identical'] else 'NO'} | {r['used_by_trainer']} |")
   return "\n".join(out)
 
 

@@ -67,9 +67,9 @@ class History:
 
 
 # Up to this many elements, `permutation` ranks by counting instead of sorting.
-# Measured on the 2-core CPU, 32 vmapped seeds: n = 120 (Iris) 174 µs against
-# 639 µs for jax.random.permutation, n = 300 898 against 1,287 µs; at n = 1,000
-# the n² comparisons cost 10× more than the sort.
+# For 32 vmapped seeds on the 2-core CPU of benchmarks/RESULTS.md counting is
+# ~2.5x faster at n = 120 (Iris) and still faster at 300, and ~10x slower at
+# 1,000 (n² compares): the shuffle table of `python -m benchmarks.bench_seeds`.
 COUNTING_PERMUTATION_MAX = 256
 
 
