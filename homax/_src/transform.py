@@ -152,6 +152,9 @@ def _materialized(x):
 def _after(scalar, buffer):
   """``scalar`` itself (same bits), computed after ``buffer`` is written.
 
+  ``scalar`` is the step count k as a float (a non-negative integer value);
+  a subnormal would be flushed to zero by the addition on XLA:CPU.
+
   Performance only. The running average is updated in place; XLA lets it be
   overwritten only once every reader of the old average (the sums N and D,
   Table 1, recomputed inside the step optimizer's kernels) is known to have
