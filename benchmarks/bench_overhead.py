@@ -99,15 +99,25 @@ def make_run(model, tx, steps: int):
   return jax.jit(run, donate_argnums=(0, 1))
 
 
-def bench_config(name, kind, hidden, batch, steps, reps, arms=ARMS):
+def setup(kind, hidden, batch):
+  """``(model, params, initial average, xs, ys)``: what every arm of a config shares.
+
+  Weights from ``fold_in(key(0), 0)``, the average from ``fold_in(key(0), 1)``;
+  a pool of ``POOL`` synthetic batches (N(0, 1) inputs, uniform labels).
+  """
   model = build_model(kind, hidden)
   key = jax.random.key(0)
-  params0 = model.init(jax.random.fold_in(key, 0))
+  params = model.init(jax.random.fold_in(key, 0))
   average = model.init(jax.random.fold_in(key, 1))
-  n_params = sum(int(x.size) for x in jax.tree.leaves(params0))
   rng = np.random.default_rng(0)
   xs = jnp.asarray(rng.standard_normal((POOL, batch, 784), dtype=np.float32))
   ys = jnp.asarray(rng.integers(0, 10, (POOL, batch), dtype=np.int32))
+  return model, params, average, xs, ys
+
+
+def bench_config(name, kind, hidden, batch, steps, reps, arms=ARMS):
+  model, params0, average, xs, ys = setup(kind, hidden, batch)
+  n_params = sum(int(x.size) for x in jax.tree.leaves(params0))
   live = {}
   for arm in arms:
     tx = make_tx(arm, average, steps)

@@ -40,7 +40,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from benchmarks import bench_overhead
 from benchmarks import common
@@ -95,13 +94,7 @@ def torch_arms(worker: TorchWorker, batch: int, steps: int):
 def homax_arms(batch: int, steps: int):
   """Timers for homax's ``adam`` and ``part1`` arms (as in bench_overhead)."""
   import jax.numpy as jnp
-  model = bench_overhead.build_model("mlp", 128)
-  key = jax.random.key(0)
-  params0 = model.init(jax.random.fold_in(key, 0))
-  average = model.init(jax.random.fold_in(key, 1))
-  rng = np.random.default_rng(0)
-  xs = jnp.asarray(rng.standard_normal((bench_overhead.POOL, batch, 784), dtype=np.float32))
-  ys = jnp.asarray(rng.integers(0, 10, (bench_overhead.POOL, batch), dtype=np.int32))
+  model, params0, average, xs, ys = bench_overhead.setup("mlp", 128, batch)
   timers = {}
   for arm, name in (("adam", "homax adam"), ("part1", "homax homog")):
     tx = bench_overhead.make_tx(arm, average, steps)

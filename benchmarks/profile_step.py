@@ -26,7 +26,6 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import bench_overhead
 
@@ -37,13 +36,7 @@ _NOT_KERNELS = ("$", "Thunk", "Pjit", "Common", "while", "Slinky", "np.asarray",
 
 def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, float], list[str]]:
   """``({kernel: µs per training step}, [parameter-sized copies])`` for one arm."""
-  model = bench_overhead.build_model("mlp", hidden)
-  key = jax.random.key(0)
-  params = model.init(jax.random.fold_in(key, 0))
-  average = model.init(jax.random.fold_in(key, 1))
-  rng = np.random.default_rng(0)
-  xs = jnp.asarray(rng.standard_normal((bench_overhead.POOL, batch, 784), dtype=np.float32))
-  ys = jnp.asarray(rng.integers(0, 10, (bench_overhead.POOL, batch), dtype=np.int32))
+  model, params, average, xs, ys = bench_overhead.setup("mlp", hidden, batch)
   tx = bench_overhead.make_tx(arm, average, STEPS)
   run = bench_overhead.make_run(model, tx, STEPS)
   state = jax.tree.map(jnp.copy, tx.init(params))
