@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import homax
+from homax._src import derivative as derivative_lib
 
 EPS = 1e-8
 SETTINGS = hypothesis.settings(
@@ -218,6 +219,31 @@ def test_sums_and_similarity_are_global(data, cut):
   np.testing.assert_allclose(float(d), ref_d, rtol=1e-5)
   s = similarity(to_tree(theta, cuts), to_tree(avg, cuts))
   np.testing.assert_allclose(float(s), 1.0 - ref_n / ref_d, rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@hypothesis.given(data=pairs(), rows=st.sampled_from([1, 2, 3]))
+def test_both_forms_of_a_leafs_sums_agree(data, rows):
+  """Cache-sized leaves are summed stacked, larger ones directly: same sums."""
+  theta, avg = data
+  size = theta.size - theta.size % rows
+  theta = jnp.asarray(theta[:size].reshape(rows, -1))
+  avg = jnp.asarray(avg[:size].reshape(rows, -1))
+  ref_n, ref_d = reference_sums(np.asarray(theta), np.asarray(avg))
+  for form in (derivative_lib._stacked_sums, derivative_lib._direct_sums):
+    n, d = jax.jit(form)(theta, avg)
+    np.testing.assert_allclose(float(n), ref_n, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(float(d), ref_d - EPS, rtol=1e-5, atol=1e-30)
+
+
+def test_leaf_sums_picks_the_form_by_size(monkeypatch):
+  x = jnp.ones((4, 8))
+  stacks = lambda: {"stack", "concatenate"} & {
+      e.primitive.name  # a new function each time: make_jaxpr caches traces
+      for e in jax.make_jaxpr(lambda p, a: derivative_lib._leaf_sums(p, a))(x, x).eqns}
+  assert stacks()  # 32 elements: cache-sized, stacked
+  monkeypatch.setattr(derivative_lib, "CACHE_SIZED_LEAF", 31)
+  assert not stacks()
 
 
 def test_table1_on_a_hand_made_vector():

@@ -71,11 +71,43 @@ def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Arr
   n = jnp.zeros((), acc)
   d = jnp.zeros((), acc)
   for p, a in zip(leaves, avg_leaves):
-    p = jnp.asarray(p).astype(acc)
-    a = jnp.asarray(a).astype(acc)
-    n = n + jnp.sum(jnp.abs(p - a))
-    d = d + jnp.sum(jnp.abs(p) + jnp.abs(a))
+    leaf_n, leaf_d = _leaf_sums(jnp.asarray(p).astype(acc), jnp.asarray(a).astype(acc))
+    n = n + leaf_n
+    d = d + leaf_d
   return n, eps + d
+
+
+# Leaves up to this many elements (4 MiB in float32) are "cache-sized": there,
+# writing an intermediate to memory once is cheaper than recomputing it.
+CACHE_SIZED_LEAF = 1 << 20
+
+
+def _leaf_sums(p: Array, a: Array) -> tuple[Array, Array]:
+  """``(Σ|p - a|, Σ(|p| + |a|))`` of one leaf.
+
+  Performance only. For a cache-sized leaf the two terms are stacked into one
+  ``(2, *shape)`` array and reduced together: XLA's CPU backend then writes
+  the terms in one parallel elementwise pass and sums a plain buffer, instead
+  of running two single-threaded reductions that each recompute their terms
+  (about 35 % faster for the paper's 784 × 128 leaf). Larger leaves are summed
+  directly: the stacked array would be one more round trip through memory
+  (at 10^7 elements it made the whole update 1.5× slower). Either way the
+  summation order is XLA's, and it differs between the two forms (and with
+  the number of threads) in the last bits of N and D.
+  """
+  if p.size > CACHE_SIZED_LEAF:
+    return _direct_sums(p, a)
+  return _stacked_sums(p, a)
+
+
+def _direct_sums(p: Array, a: Array) -> tuple[Array, Array]:
+  return jnp.sum(jnp.abs(p - a)), jnp.sum(jnp.abs(p) + jnp.abs(a))
+
+
+def _stacked_sums(p: Array, a: Array) -> tuple[Array, Array]:
+  terms = jnp.stack([jnp.abs(p - a), jnp.abs(p) + jnp.abs(a)])
+  both = jnp.sum(terms, axis=tuple(range(1, terms.ndim)))
+  return both[0], both[1]
 
 
 def similarity(params: PyTree, average: PyTree, eps: float = 1e-8) -> Array:
