@@ -224,7 +224,7 @@ def test_sums_and_similarity_are_global(data, cut):
 @SETTINGS
 @hypothesis.given(data=pairs(), rows=st.sampled_from([1, 2, 3]))
 def test_both_forms_of_a_leafs_sums_agree(data, rows):
-  """Cache-sized leaves are summed stacked, larger ones directly: same sums."""
+  """Small leaves are summed stacked, larger ones directly: the same sums."""
   theta, avg = data
   size = theta.size - theta.size % rows
   theta = jnp.asarray(theta[:size].reshape(rows, -1))
@@ -241,8 +241,8 @@ def test_leaf_sums_picks_the_form_by_size(monkeypatch):
   stacks = lambda: {"stack", "concatenate"} & {
       e.primitive.name  # a new function each time: make_jaxpr caches traces
       for e in jax.make_jaxpr(lambda p, a: derivative_lib._leaf_sums(p, a))(x, x).eqns}
-  assert stacks()  # 32 elements: cache-sized, stacked
-  monkeypatch.setattr(derivative_lib, "CACHE_SIZED_LEAF", 31)
+  assert stacks()  # 32 elements: small, stacked
+  monkeypatch.setattr(derivative_lib, "STACKED_SUMS_MAX_SIZE", 31)
   assert not stacks()
 
 

@@ -119,7 +119,7 @@ def _check_average(params, average) -> None:
 
 # Leaves up to this many elements (4 MiB in float32: cache-sized) have the
 # step optimizer's input written once to memory; larger ones recompute it.
-_MATERIALIZE_MAX_SIZE = derivative_lib.CACHE_SIZED_LEAF
+_MATERIALIZE_MAX_SIZE = 1 << 20
 
 
 def _materialized(x):
