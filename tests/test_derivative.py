@@ -236,14 +236,20 @@ def test_both_forms_of_a_leafs_sums_agree(data, rows):
     np.testing.assert_allclose(float(d), ref_d - EPS, rtol=1e-5, atol=1e-30)
 
 
-def test_leaf_sums_picks_the_form_by_size(monkeypatch):
+@pytest.mark.parametrize("platform", ["cpu", "cuda"])
+def test_leaf_sums_picks_the_form_by_size_and_platform(monkeypatch, platform):
+  """Stacked on the CPU for leaves up to STACKED_SUMS_MAX_SIZE; direct otherwise."""
   x = jnp.ones((4, 8))
-  stacks = lambda: {"stack", "concatenate"} & {
-      e.primitive.name  # a new function each time: make_jaxpr caches traces
-      for e in jax.make_jaxpr(lambda p, a: derivative_lib._leaf_sums(p, a))(x, x).eqns}
-  assert stacks()  # 32 elements: small, stacked
+
+  def stacked():
+    # A new function each time (traces are cached); exported for `platform`,
+    # which needs no such device here.
+    f = jax.jit(lambda p, a: derivative_lib._leaf_sums(p, a))
+    return "concatenate" in jax.export.export(f, platforms=[platform])(x, x).mlir_module()
+
+  assert stacked() == (platform == "cpu")  # 32 elements: small
   monkeypatch.setattr(derivative_lib, "STACKED_SUMS_MAX_SIZE", 31)
-  assert not stacks()
+  assert not stacked()
 
 
 def test_table1_on_a_hand_made_vector():
