@@ -523,6 +523,24 @@ def test_similarity_in_unit_interval(data, dtype):
   assert 0.0 <= s <= 1.0
 
 
+@pytest.mark.parametrize("rule", homax.RULES)
+def test_float16_derivative_overflows_unless_asked_for_float32(rule):
+  # Tiny params: D ≈ 1.2e-5 and |d| ~ 1/D ≈ 8e4 > 65504, float16's largest value.
+  theta = {"w": jnp.array([1e-6, -2e-6, 3e-6], jnp.float16)}
+  avg = {"w": jnp.array([2e-6, 1e-6, -1e-6], jnp.float16)}
+  own = homax.homogeneity_derivative(theta, avg, 0.5, rule=rule)
+  assert own["w"].dtype == jnp.float16
+  assert not np.all(np.isfinite(np.asarray(own["w"], np.float32)))  # the documented limit
+  wide = homax.homogeneity_derivative(theta, avg, 0.5, rule=rule, dtype=jnp.float32)
+  up = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)
+  ref = homax.homogeneity_derivative(up(theta), up(avg), 0.5, rule=rule)
+  assert wide["w"].dtype == jnp.float32
+  assert np.all(np.isfinite(np.asarray(wide["w"])))
+  np.testing.assert_array_equal(np.asarray(wide["w"]), np.asarray(ref["w"]))
+  with pytest.raises(ValueError, match="dtype"):
+    homax.homogeneity_derivative(theta, avg, 0.5, rule=rule, dtype=jnp.int32)
+
+
 def test_rule_and_dtype_errors():
   with pytest.raises(ValueError, match="rule"):
     homax.homogeneity_derivative(jnp.ones(2), jnp.ones(2), 0.5, rule="torch")

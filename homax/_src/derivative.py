@@ -249,6 +249,7 @@ def homogeneity_derivative(
     *,
     rule: str = "paper",
     eps: float = 1e-8,
+    dtype=None,
 ) -> PyTree:
   r"""The homogeneity derivative :math:`d = (1 - \lambda)\,c(\theta', \bar a)`.
 
@@ -278,10 +279,17 @@ def homogeneity_derivative(
     lam: :math:`\lambda`, a scalar (float or traced array).
     rule: ``"paper"``, ``"paper-full"`` or ``"exact"``.
     eps: :math:`\varepsilon` in :math:`D`.
+    dtype: dtype of every leaf of the result; ``None`` (default) for each
+      leaf's own dtype. The derivative is computed in at least float32 and
+      then cast: in float16, whose largest value is 65504, :math:`|d|` of order
+      :math:`1/D` overflows to ±inf once :math:`D \lesssim 1.5\cdot10^{-5}`
+      (tiny params), and values below ~6e-8 flush to 0. Pass
+      ``dtype=jnp.float32`` to keep the float32 values (``homax.homogeneity``
+      does so internally).
 
   Returns:
-    A pytree like ``params`` (same dtypes). :math:`N` and :math:`D` are global
-    sums over all leaves, accumulated in at least float32.
+    A pytree like ``params`` (same dtypes, or ``dtype``). :math:`N` and
+    :math:`D` are global sums over all leaves, accumulated in at least float32.
 
   Example:
     >>> import jax.numpy as jnp, homax
@@ -295,8 +303,11 @@ def homogeneity_derivative(
   n, d = sums(params, average, eps)
   c_tree, _ = _coefficients(params, average, n, d, rule)
   scale = 1.0 - jnp.asarray(lam, n.dtype)
+  if dtype is not None and not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+    raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}.")
   return jax.tree.map(
-      lambda c, p: (scale * c).astype(jnp.result_type(p)), c_tree, params
+      lambda c, p: (scale * c).astype(jnp.result_type(p) if dtype is None else dtype),
+      c_tree, params,
   )
 
 
