@@ -90,17 +90,16 @@ def _leaf_sums(p: Array, a: Array) -> tuple[Array, Array]:
   together: XLA's CPU backend then writes the terms in one parallel
   elementwise pass and sums a plain buffer, instead of running two
   single-threaded reductions that each recompute their terms (the sums of the
-  paper's 784 × 128 leaf take about 35 % less time inside a training step).
-  Larger leaves are summed directly: there the stacked array is one more
-  round trip through memory (the update alone was 1.1× slower at 10^6
-  elements and 1.5× at 10^7). On other platforms than the CPU, where it was
-  not measured, every leaf is summed directly. The summation order is XLA's either way; it
-  differs between the two forms, and for the stacked form also with the
-  number of threads, in the last bits of N and D.
+  paper's 784 × 128 leaf take 35–45 % less time, alone and inside a training
+  step). Larger leaves are summed directly: there the stacked array is one
+  more round trip through memory (the update alone was 1.1× slower at 10^6
+  elements and 1.5× at 10^7). On platforms other than the CPU, where this
+  was not measured, every leaf is summed directly. The summation order is
+  XLA's either way; it differs between the two forms, and for the stacked
+  form also with the number of threads, in the last bits of N and D.
   """
   if p.size > STACKED_SUMS_MAX_SIZE:
     return _direct_sums(p, a)
-  # Measured on CPU only; elsewhere (GPU reductions are parallel) the direct form.
   return jax.lax.platform_dependent(p, a, cpu=_stacked_sums, default=_direct_sums)
 
 
@@ -300,11 +299,11 @@ def homogeneity_derivative(
   """
   _check_rule(rule)
   _check_floating(params, "params")
+  if dtype is not None and not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+    raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}.")
   n, d = sums(params, average, eps)
   c_tree, _ = _coefficients(params, average, n, d, rule)
   scale = 1.0 - jnp.asarray(lam, n.dtype)
-  if dtype is not None and not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-    raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}.")
   return jax.tree.map(
       lambda c, p: (scale * c).astype(jnp.result_type(p) if dtype is None else dtype),
       c_tree, params,
