@@ -277,6 +277,52 @@ def bench_size(P: int, leaves: int, reps: int):
   return rows
 
 
+def sums_forms(P: int, reps: int) -> dict:
+  """The Part I update (one flat leaf) with N and D summed stacked and directly.
+
+  ``homax.homogeneity(1e-3).update`` compiled twice, with the stacked form
+  forced for every size and with it disabled (the module threshold
+  ``STACKED_SUMS_MAX_SIZE`` patched while tracing); calls interleaved.
+  """
+  import homax
+  from homax._src import derivative as derivative_lib
+  key = jax.random.key(0)
+  params = jax.random.normal(jax.random.fold_in(key, 3), (P,), jnp.float32)
+  timers = {}
+  saved = derivative_lib.STACKED_SUMS_MAX_SIZE
+  try:
+    for form, limit in (("stacked", 1 << 62), ("direct", -1)):
+      derivative_lib.STACKED_SUMS_MAX_SIZE = limit
+      tx = homax.homogeneity(1e-3)
+      state = tx.init(params)._replace(running_average=jax.random.normal(
+          jax.random.fold_in(key, 4), (P,), jnp.float32))
+      u = 1e-3 * jax.random.normal(jax.random.fold_in(key, 5), (P,), jnp.float32)
+      step = jax.jit(lambda u, s, p, tx=tx: tx.update(u, s, p), donate_argnums=(0, 1))
+      box = [(u, state)]
+
+      def go(box=box, step=step):
+        t0 = time.perf_counter()
+        box[0] = step(*box[0], params)
+        jax.block_until_ready(box[0])
+        return time.perf_counter() - t0
+
+      go()  # compile (traced now, under this form's threshold) and warm up
+      go()
+      timers[form] = go
+  finally:
+    derivative_lib.STACKED_SUMS_MAX_SIZE = saved
+  times = common.interleaved(timers, reps)
+  return dict(P=P, stacked_ms=1e3 * common.median(times["stacked"]),
+              direct_ms=1e3 * common.median(times["direct"]),
+              stacked_over_direct=common.paired_ratio(times["stacked"], times["direct"]),
+              times_s=times)
+
+
+SUMS_COLUMNS = (("P", "P", ".1e"), ("stacked_ms", "stacked ms", ".3f"),
+                ("direct_ms", "direct ms", ".3f"),
+                ("stacked_over_direct", "stacked ÷ direct (paired)", ".3f"))
+
+
 COLUMNS = (
     ("P", "P", ".0e"), ("config", "config", ""), ("bytes", "bytes", ".3g"),
     ("ms", "ms", ".3f"), ("gb_s", "GB/s", ".1f"), ("copy_gb_s", "x*1.0001 GB/s", ".1f"),
@@ -293,8 +339,13 @@ def main(argv=None):
                  help="values of P (default 1e5 1e6 1e7 1e8; --quick: 1e5 1e6)")
   p.add_argument("--leaves", type=int, default=1, help="split the vector into this many leaves")
   p.add_argument("--reps", type=int, default=None, help="timed calls per arm (default 9)")
+  p.add_argument("--sums-forms", action="store_true",
+                 help="instead: the Part I update with N and D summed stacked vs directly"
+                      " (default sizes 1e5 2.5e5 5e5 1e6 2e6; 15 calls each)")
   args = p.parse_args(argv)
   common.setup_platform(args)
+  if args.sums_forms:
+    return main_sums_forms(args)
   sizes = [int(s) for s in (args.sizes or ((1e5, 1e6) if args.quick else (1e5, 1e6, 1e7, 1e8)))]
   info = common.machine_info()
   print(common.header("homogeneity update vs copy bandwidth (float32)", info))
@@ -316,6 +367,22 @@ def main(argv=None):
       rows=rows,
   )
   common.write("memory", args, record, info)
+  return record
+
+
+def main_sums_forms(args):
+  sizes = [int(s) for s in (args.sizes or (1e5, 2.5e5, 5e5, 1e6, 2e6))]
+  info = common.machine_info()
+  print(common.header("Part I update: N and D stacked vs direct (float32, one leaf)", info))
+  rows = []
+  for P in sizes:
+    rows.append(sums_forms(P, args.reps or (3 if args.quick else 15)))
+    print(common.table(rows[-1:], SUMS_COLUMNS), flush=True)
+  print()
+  print(common.table(rows, SUMS_COLUMNS))
+  record = dict(settings=dict(sizes=sizes, statistic="median of interleaved donated calls;"
+                              " ratio: median of per-call ratios"), rows=rows)
+  common.write("memory_sums", args, record, info)
   return record
 
 

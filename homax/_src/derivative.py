@@ -92,8 +92,9 @@ def _leaf_sums(p: Array, a: Array) -> tuple[Array, Array]:
   single-threaded reductions that each recompute their terms (the sums of the
   paper's 784 × 128 leaf take 35–45 % less time, alone and inside a training
   step). Larger leaves are summed directly: there the stacked array is one
-  more round trip through memory (the update alone was 1.1× slower at 10^6
-  elements and 1.5× at 10^7). On platforms other than the CPU, where this
+  more round trip through memory (the update alone was 1.10–1.26× slower at
+  2·10^6 elements; ``python -m benchmarks.bench_memory --sums-forms``). On
+  platforms other than the CPU, where this
   was not measured, every leaf is summed directly. The summation order is
   XLA's either way; it differs between the two forms, and for the stacked
   form also with the number of threads, in the last bits of N and D.
