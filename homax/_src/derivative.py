@@ -89,9 +89,9 @@ def _leaf_sums(p: Array, a: Array) -> tuple[Array, Array]:
   the two terms are stacked into one ``(2, *shape)`` array and reduced
   together: XLA's CPU backend then writes the terms in one parallel
   elementwise pass and sums a plain buffer, instead of running two
-  single-threaded reductions that each recompute their terms (the sums of the
-  paper's 784 × 128 leaf take 35–45 % less time, alone and inside a training
-  step). Larger leaves are summed directly: there the stacked array is one
+  single-threaded reductions that each recompute their terms (inside a
+  training step of the paper's MLP, the sums of its 784 × 128 leaf took ~45 %
+  less time; ``python -m benchmarks.profile_step``). Larger leaves are summed directly: there the stacked array is one
   more round trip through memory (the update alone was 1.10–1.26× slower at
   2·10^6 elements; ``python -m benchmarks.bench_memory --sums-forms``). On
   platforms other than the CPU, where this
