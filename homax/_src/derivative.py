@@ -90,14 +90,15 @@ def _leaf_sums(p: Array, a: Array) -> tuple[Array, Array]:
   together: XLA's CPU backend then writes the terms in one parallel
   elementwise pass and sums a plain buffer, instead of running two
   single-threaded reductions that each recompute their terms (inside a
-  training step of the paper's MLP, the sums of its 784 × 128 leaf took ~45 %
-  less time; ``python -m benchmarks.profile_step``). Larger leaves are summed directly: there the stacked array is one
-  more round trip through memory (the update alone was 1.10–1.26× slower at
-  2·10^6 elements; ``python -m benchmarks.bench_memory --sums-forms``). On
-  platforms other than the CPU, where this
-  was not measured, every leaf is summed directly. The summation order is
-  XLA's either way; it differs between the two forms, and for the stacked
-  form also with the number of threads, in the last bits of N and D.
+  training step of the paper's MLP, the sums of its 784 × 128 leaf took
+  ~45 % less time; ``python -m benchmarks.profile_step``). Larger leaves are
+  summed directly: there the stacked array is one more round trip through
+  memory (the update alone was 1.10–1.26× slower at 2·10^6 elements;
+  ``python -m benchmarks.bench_memory --sums-forms``). On platforms other
+  than the CPU, where this was not measured, every leaf is summed directly.
+  The summation order is XLA's either way; it differs between the two forms,
+  and for the stacked form also with the number of threads, in the last bits
+  of N and D.
   """
   if p.size > STACKED_SUMS_MAX_SIZE:
     return _direct_sums(p, a)
