@@ -13,6 +13,7 @@ Usage::
 
   python -m benchmarks.profile_step                       # adam vs part1, MLP 784-128-10, batch 128
   python -m benchmarks.profile_step --arms adam part2 --batch 420 --top 15
+  python -m benchmarks.profile_step --iris-seeds          # one vmapped 32-seed Iris epoch
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, flo
   hlo = run.lower(params, state, xs, ys).compile().as_text()
   copies = [line.split("=")[0].strip() for line in hlo.splitlines()
             if " copy(" in line and line.split("=")[1].split("{")[0].strip() in shapes]
-  params, state, loss = run(params, state, xs, ys)
-  jax.block_until_ready(loss)
+  box = [params, state]
+
+  def call():
+    box[0], box[1], loss = run(box[0], box[1], xs, ys)
+    jax.block_until_ready(loss)
+
+  call()
+  return {k: v / STEPS for k, v in _profiled(call, RUNS).items()}, copies
+
+
+def _profiled(call, runs: int) -> dict[str, float]:
+  """``{kernel: µs per call}`` of ``call()`` run ``runs`` times under the profiler."""
   with tempfile.TemporaryDirectory() as log_dir:
     with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-      for _ in range(RUNS):
-        params, state, loss = run(params, state, xs, ys)
-        jax.block_until_ready(loss)
+      for _ in range(runs):
+        call()
     trace_file = glob.glob(f"{log_dir}/**/*.trace.json.gz", recursive=True)[0]
     with gzip.open(trace_file) as f:
       events = json.load(f)["traceEvents"]
@@ -60,7 +70,36 @@ def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, flo
   for e in events:
     if e.get("ph") == "X" and not e["name"].startswith(_NOT_KERNELS):
       total[e["name"]] += e.get("dur", 0)
-  return {k: v / (RUNS * STEPS) for k, v in total.items()}, copies
+  return {k: v / runs for k, v in total.items()}
+
+
+def iris_epoch_times(seeds: int = 32, runs: int = 20) -> dict[str, float]:
+  """``{kernel: µs per epoch}`` of the vmapped Iris epoch of ``bench_seeds`` (``seeds`` seeds).
+
+  The compiled epoch of ``experiments.train.PairedTrainer`` on ``bench_seeds``'
+  Iris problem, each call followed by the ``device_get`` of its records, as
+  in ``train_paired``.
+  """
+  import numpy as np
+  from benchmarks import bench_seeds
+  from experiments.train import PairedTrainer
+  prob = bench_seeds.iris_problem()
+  trainer = PairedTrainer(model=prob["model"], make_homogeneity_tx=prob["make_tx"],
+                          adam_tx=prob["adam"], batch_size=prob["batch"])
+  d = prob["data"]
+  arrays = [jnp.asarray(x) for x in (d.x_train, d.y_train, d.x_val, d.y_val)]
+  run, _ = trainer.compiled_epoch(int(arrays[0].shape[0]))
+  carry, keys = trainer.init(np.arange(seeds))
+  box, epoch = [carry], [0]
+
+  def call():
+    box[0], out = run(box[0], keys, epoch[0], *arrays)
+    jax.device_get(out)
+    epoch[0] += 1
+
+  for _ in range(3):  # compile and warm up
+    call()
+  return _profiled(call, runs)
 
 
 def main(argv=None):
@@ -68,7 +107,18 @@ def main(argv=None):
   p.add_argument("--arms", nargs=2, default=["adam", "part1"], choices=bench_overhead.ARMS)
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--top", type=int, default=20, help="kernels listed per arm")
+  p.add_argument("--iris-seeds", action="store_true",
+                 help="instead: the kernels of one vmapped 32-seed Iris epoch (bench_seeds)")
   args = p.parse_args(argv)
+  if args.iris_seeds:
+    times = iris_epoch_times()
+    kernels = {k: v for k, v in times.items() if not k.startswith("end: ")}
+    print(f"# per-kernel time per vmapped 32-seed Iris epoch (µs, under the profiler),"
+          f" jax {jax.__version__} on {jax.devices()[0].platform}:"
+          f" {sum(kernels.values()):.0f} µs of kernels")
+    for name, us in sorted(kernels.items(), key=lambda kv: -kv[1])[:args.top]:
+      print(f"  {us:8.1f}  {name}")
+    return
   print(f"# per-kernel time per training step (µs, under the profiler), MLP 784-128-10,"
         f" batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].platform}")
   totals = {}
