@@ -196,24 +196,25 @@ def blocked_check(P: int) -> float:
   return worst
 
 
+def chained(fn, carry, extra=()):
+  """A timer of ``carry = fn(*carry, *extra)`` (outputs fed back); compiled and warmed up now."""
+  box = [carry]
+
+  def go():
+    t0 = time.perf_counter()
+    box[0] = fn(*box[0], *extra)
+    jax.block_until_ready(box[0])
+    return time.perf_counter() - t0
+
+  go()  # compile and warm up
+  go()
+  return go
+
+
 def arms_for(P: int, leaves: int):
   """``{name: timer}``; each timer runs one call and returns its seconds."""
   key = jax.random.key(0)
   timers = {}
-
-  def chained(fn, carry, extra=()):
-    box = [carry]
-
-    def go():
-      t0 = time.perf_counter()
-      box[0] = fn(*box[0], *extra)
-      jax.block_until_ready(box[0])
-      return time.perf_counter() - t0
-
-    go()  # compile and warm up
-    go()
-    return go
-
   x = jax.random.normal(jax.random.fold_in(key, 0), (P,), jnp.float32)
   y = jax.random.normal(jax.random.fold_in(key, 1), (P,), jnp.float32)
   timers["copy x*1.0001"] = chained(jax.jit(lambda x: (x * 1.0001,), donate_argnums=0), (x,))
@@ -298,17 +299,8 @@ def sums_forms(P: int, reps: int) -> dict:
           jax.random.fold_in(key, 4), (P,), jnp.float32))
       u = 1e-3 * jax.random.normal(jax.random.fold_in(key, 5), (P,), jnp.float32)
       step = jax.jit(lambda u, s, p, tx=tx: tx.update(u, s, p), donate_argnums=(0, 1))
-      box = [(u, state)]
-
-      def go(box=box, step=step):
-        t0 = time.perf_counter()
-        box[0] = step(*box[0], params)
-        jax.block_until_ready(box[0])
-        return time.perf_counter() - t0
-
-      go()  # compile (traced now, under this form's threshold) and warm up
-      go()
-      timers[form] = go
+      # Compiled now, while this form's threshold is set.
+      timers[form] = chained(step, (u, state), (params,))
   finally:
     derivative_lib.STACKED_SUMS_MAX_SIZE = saved
   times = common.interleaved(timers, reps)
