@@ -12,6 +12,22 @@ arm takes its slices) and compilation are outside the timing: every function
 runs once before the timed runs. Throughput ratio = sequential time /
 parallel time for the same work (32 seeds × 2 models).
 
+Between the two, the 32 seeds also run as 32/g vmapped groups of g seeds,
+one group after another (``--groups``, default 2 4 8), in the same
+interleaved repetitions: where 32 seeds' state no longer fits the caches,
+smaller groups can beat both.
+
+What the 32-seed step moves: the compiled epoch's training-step loop, summed
+over its kernels (result and operand bytes of each: the traffic if nothing
+stays in cache between kernels; :func:`loop_body_bytes`), per seed; and the
+speed of a copy ``x + y → x`` through memory (float32 vectors with as many
+elements as the 32 seeds' carry), measured in the same run. Where the carry
+is far beyond the caches (≥ 64 MiB), copy speed ÷ bytes per seed-step is what
+the 32-seed program could reach if every kernel ran at copy speed, in
+seed-steps per second and as a ratio to the sequential arm
+(``bandwidth_bound_ratio``): an estimate (a kernel's input can still be in
+cache from the kernel before), not a proof.
+
 Problems:
 
 * Iris: MLP 4→10→3, batch 32, 10 epochs (30 steps), variant B-A, η = 0.01
@@ -31,10 +47,12 @@ Usage::
 
   python -m benchmarks.bench_seeds
   python -m benchmarks.bench_seeds --quick
+  python -m benchmarks.bench_seeds --problems mnist --groups 2 4
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import jax
@@ -45,6 +63,13 @@ import optax
 from benchmarks import common
 
 SEEDS = 32
+# Seeds per vmapped call timed besides 1 (one after another) and 32 (all at once).
+GROUPS = (2, 4, 8)
+# The bandwidth bound is computed only where the 32 seeds' carry (parameters
+# and optimizer states) is at least this large: twice the 32 MiB L3 of the
+# machine of benchmarks/RESULTS.md, so that every step streams it from memory.
+# Below, a step is bound by per-kernel overhead, not bytes.
+BOUND_MIN_CARRY_BYTES = 64 << 20
 
 
 def iris_problem():
@@ -91,7 +116,7 @@ def mnist_problem(quick: bool, batch: int = 42):
   )
 
 
-def bench_problem(prob, reps: int):
+def bench_problem(prob, reps: int, groups=GROUPS):
   from experiments.train import PairedTrainer
   trainer = PairedTrainer(model=prob["model"], make_homogeneity_tx=prob["make_tx"],
                           adam_tx=prob["adam"], batch_size=prob["batch"])
@@ -104,6 +129,9 @@ def bench_problem(prob, reps: int):
   carry0, keys = trainer.init(np.arange(SEEDS))
   jax.block_until_ready(carry0)
   epochs = prob["epochs"]
+  groups = sorted({1, SEEDS, *groups})
+  if any(SEEDS % g for g in groups):
+    raise ValueError(f"group sizes must divide {SEEDS}, got {groups}")
 
   def train(carry, k):
     """One ``train_paired``-like run; returns test accuracies (h, a)."""
@@ -114,19 +142,13 @@ def bench_problem(prob, reps: int):
     _, acc_a = evaluate(carry.params_a, xte, yte)
     return np.asarray(acc_h), np.asarray(acc_a)
 
-  def fresh(i=None):
-    sl = (lambda x: x) if i is None else (lambda x: x[i:i + 1])
+  def fresh(start, size):
+    sl = lambda x: x[start:start + size]  # noqa: E731
     return jax.tree.map(lambda x: jnp.copy(sl(x)), carry0), sl(keys)
 
-  def parallel():
-    carry, k = fresh()
-    jax.block_until_ready(carry)
-    t0 = time.perf_counter()
-    acc = train(carry, k)
-    return time.perf_counter() - t0, acc
-
-  def sequential():
-    inputs = [fresh(i) for i in range(SEEDS)]
+  def arm(g):
+    """The 32 seeds as 32/g runs of ``g`` vmapped seeds each, one after another."""
+    inputs = [fresh(i, g) for i in range(0, SEEDS, g)]
     jax.block_until_ready(inputs)
     t0 = time.perf_counter()
     accs = [train(c, k) for c, k in inputs]
@@ -134,32 +156,133 @@ def bench_problem(prob, reps: int):
     return dt, (np.concatenate([a for a, _ in accs]), np.concatenate([b for _, b in accs]))
 
   t_c = time.perf_counter()
-  _, acc_par = parallel()  # compiles the 32-seed functions
-  train(*fresh(0))  # compiles the 1-seed functions
+  for g in groups:  # compiles the g-seed functions
+    train(*fresh(0, g))
   compile_s = time.perf_counter() - t_c
-  results = {"parallel": [], "sequential": []}
-  acc_seq = None
+  times, accs = {g: [] for g in groups}, {}
   for r in range(reps):
-    order = ("parallel", "sequential") if r % 2 == 0 else ("sequential", "parallel")
-    for arm in order:
-      dt, acc = parallel() if arm == "parallel" else sequential()
-      results[arm].append(dt)
-      if arm == "sequential":
-        acc_seq = acc
-  t_par, t_seq = common.median(results["parallel"]), common.median(results["sequential"])
+    order = groups[r % len(groups):] + groups[:r % len(groups)]
+    for g in order:
+      dt, accs[g] = arm(g)
+      times[g].append(dt)
+  t = {g: common.median(v) for g, v in times.items()}
+  t_par, t_seq = t[SEEDS], t[1]
   steps = trainer.steps_per_epoch(n_train) * epochs
-  return dict(
+  traffic = epoch_traffic(run, carry0, keys, (xtr, ytr, xval, yval))
+  best = max(groups, key=lambda g: t_seq / t[g])
+  row = dict(
       problem=prob["name"], data=prob["data_note"], variant=prob["variant"], seeds=SEEDS,
       batch=prob["batch"], epochs=epochs, steps_per_seed=steps,
       parallel_s=t_par, sequential_s=t_seq, ratio=t_seq / t_par,
+      paired_ratio=common.paired_ratio(times[1], times[SEEDS]),
       parallel_seed_steps_per_s=SEEDS * steps / t_par,
       sequential_seed_steps_per_s=SEEDS * steps / t_seq,
+      group_s={str(g): t[g] for g in groups},
+      group_ratio={str(g): t_seq / t[g] for g in groups},
+      best_group=best, best_group_ratio=t_seq / t[best],
       compile_s_excluded=compile_s,
-      max_test_acc_diff_pct_points=float(max(np.max(np.abs(acc_par[0] - acc_seq[0])),
-                                             np.max(np.abs(acc_par[1] - acc_seq[1])))),
-      mean_test_acc_h=float(np.mean(acc_par[0])), mean_test_acc_a=float(np.mean(acc_par[1])),
-      times_s=results,
+      max_test_acc_diff_pct_points=float(max(
+          np.max(np.abs(accs[g][i] - accs[1][i])) for g in groups for i in (0, 1))),
+      mean_test_acc_h=float(np.mean(accs[SEEDS][0])),
+      mean_test_acc_a=float(np.mean(accs[SEEDS][1])),
+      times_s={"parallel": times[SEEDS], "sequential": times[1],
+               **{f"groups of {g}": times[g] for g in groups if g not in (1, SEEDS)}},
   )
+  if traffic is not None:
+    row.update(traffic)
+  if traffic is not None and "copy_gb_s" in traffic:
+    # If every kernel of the 32-seed step moved its bytes at the speed of a
+    # copy through memory, the step could not do better.
+    bound = row["copy_gb_s"] * 1e9 / row["xla_bytes_per_seed_step"]
+    row["bandwidth_bound_seed_steps_per_s"] = bound
+    row["bandwidth_bound_ratio"] = bound / row["sequential_seed_steps_per_s"]
+  return row
+
+
+_SHAPE = re.compile(r"\b(pred|[su](?:8|16|32|64)|bf16|f(?:16|32|64))\[([0-9,]*)\]")
+_INSTRUCTION = re.compile(r"^(?:ROOT )?%([\w.\-]+) = (.*?) ([\w\-]+)\((.*?)\)")
+_NO_TRAFFIC = frozenset({"parameter", "get-tuple-element", "tuple", "bitcast", "constant",
+                         "after-all", "iota", "partition-id", "replica-id"})
+
+
+def _shape_bytes(text: str) -> int:
+  """Bytes of every array shape written in ``text`` (a shape or a tuple of shapes)."""
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    width = 1 if dtype == "pred" else int(re.sub(r"\D", "", dtype)) // 8
+    total += width * int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
+  return total
+
+
+def loop_body_bytes(hlo_text: str) -> tuple[int, int]:
+  """``(bytes, kernels)`` of one iteration of the largest ``while`` loop of an HLO module.
+
+  Sums, over the loop body's top-level instructions that run as kernels
+  (fusions, dots, copies, ...), the bytes of their result and of their
+  operands: what the iteration moves if nothing stays in cache between
+  kernels. ``hlo_text`` is a compiled module's ``as_text()``. For the epoch
+  of ``PairedTrainer`` the largest loop is the ``lax.scan`` over training
+  steps. Raises ``ValueError`` when the text has no ``while`` loop.
+  """
+  computations, lines = {}, None
+  for line in hlo_text.splitlines():
+    if line and not line[0].isspace() and line.rstrip().endswith("{"):
+      name = line.split()[1] if line.startswith("ENTRY") else line.split()[0]
+      lines = computations.setdefault(name.lstrip("%"), [])
+    elif lines is not None and line.startswith("  "):
+      lines.append(line.strip())
+  bodies = [re.search(r"body=%?([\w.\-]+)", l).group(1)
+            for ls in computations.values() for l in ls if " while(" in l]
+  if not bodies:
+    raise ValueError("the HLO module has no while loop")
+  body = max(bodies, key=lambda b: len(computations[b]))
+  sizes, total, kernels = {}, 0, 0
+  for line in computations[body]:
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    name, shape, opcode, operands = m.groups()
+    sizes[name] = _shape_bytes(shape)
+    if opcode in _NO_TRAFFIC:
+      continue
+    kernels += 1
+    total += sizes[name] + sum(sizes.get(o.strip().split(" ")[-1].lstrip("%"), 0)
+                               for o in operands.split(","))
+  return total, kernels
+
+
+def epoch_traffic(run, carry, keys, arrays) -> dict | None:
+  """What the 32-seed epoch moves per step, and a copy's speed through memory.
+
+  ``xla_bytes_per_seed_step``: :func:`loop_body_bytes` of the compiled
+  32-seed epoch, divided by the seeds. ``carry_bytes``: the 32 seeds'
+  parameters and optimizer states, which every step reads and writes.
+  ``copy_gb_s``: ``x + y → x`` (bytes read and written per second) on
+  float32 vectors with as many elements as the carry, median of 15 calls;
+  measured only for a carry of at least ``BOUND_MIN_CARRY_BYTES``. ``None``
+  (and a printed note) if the compiled text cannot be read.
+  """
+  try:
+    text = run.lower(carry, keys, 0, *arrays).compile().as_text()
+    nbytes, kernels = loop_body_bytes(text)
+  except Exception as e:  # the text format is XLA's, not a stable API
+    print(f"note: no traffic estimate ({type(e).__name__}: {e})")
+    return None
+  seeds = int(jax.tree.leaves(keys)[0].shape[0])
+  out = dict(xla_bytes_per_seed_step=nbytes / seeds, xla_kernels_per_step=kernels,
+             carry_bytes=sum(int(x.nbytes) for x in jax.tree.leaves(carry)))
+  if out["carry_bytes"] < BOUND_MIN_CARRY_BYTES:
+    return out
+  size = sum(int(x.size) for x in jax.tree.leaves(carry))
+  x = jnp.ones((size,), jnp.float32)
+  y = jnp.full((size,), 1e-7, jnp.float32)
+  add = jax.jit(lambda x, y: x + y, donate_argnums=0)
+  times = []
+  for _ in range(17):
+    t0 = time.perf_counter()
+    x = jax.block_until_ready(add(x, y))
+    times.append(time.perf_counter() - t0)
+  return dict(out, copy_gb_s=3 * 4 * size / common.median(times[2:]) / 1e9)
 
 
 def bench_shuffle(sizes=(120, 256, 300, 1000), reps: int = 50):
@@ -211,13 +334,30 @@ COLUMNS = (
     ("max_test_acc_diff_pct_points", "max Δacc", ".2f"),
 )
 
+GROUP_COLUMNS = (
+    ("problem", "problem", ""), ("groups", "seeds per call: × the sequential arm", ""),
+    ("xla_bytes_per_seed_step", "XLA bytes / seed-step", ".3g"),
+    ("copy_gb_s", "copy GB/s", ".1f"),
+    ("bandwidth_bound_ratio", "bound ×", ".2f"),
+)
+
+
+def group_line(row) -> str:
+  return "  ".join(f"{g}: {r:.2f}" for g, r in row["group_ratio"].items())
+
 
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
   p.add_argument("--reps", type=int, default=None, help="timed runs per arm (default 5 Iris, 3 MNIST)")
   p.add_argument("--problems", nargs="*", default=["iris", "mnist", "mnist-b5"],
                  choices=["iris", "mnist", "mnist-b5"])
+  p.add_argument("--groups", nargs="*", type=int, default=list(GROUPS),
+                 help=f"seeds per vmapped call timed besides 1 and {SEEDS} (divisors of {SEEDS};"
+                      f" default {' '.join(map(str, GROUPS))})")
   args = p.parse_args(argv)
+  bad = [g for g in args.groups if g < 1 or SEEDS % g]
+  if bad:
+    p.error(f"--groups: {bad} do not divide {SEEDS}")
   common.setup_platform(args)
   info = common.machine_info()
   print(common.header(f"{SEEDS} paired seeds: jax.vmap vs one after another", info))
@@ -228,10 +368,13 @@ def main(argv=None):
     else:
       prob = mnist_problem(args.quick, batch=5 if name == "mnist-b5" else 42)
     reps = args.reps or (1 if args.quick else (3 if name == "mnist" else 5))
-    rows.append(bench_problem(prob, reps))
+    rows.append(bench_problem(prob, reps, args.groups))
     print(common.table(rows[-1:], COLUMNS), flush=True)
   print()
   print(common.table(rows, COLUMNS))
+  print(f"\nthe {SEEDS} seeds in vmapped groups (ratio to one after another), and what the"
+        f" {SEEDS}-seed step moves (bound: every kernel at a copy's speed; '-' where the carry is cache-sized):")
+  print(common.table([dict(r, groups=group_line(r)) for r in rows], GROUP_COLUMNS))
   shuffle = bench_shuffle(reps=5 if args.quick else 50)
   print(f"\nshuffle of {SEEDS} vmapped seeds, per call:")
   print(common.table(shuffle, SHUFFLE_COLUMNS))

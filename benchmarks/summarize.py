@@ -143,6 +143,19 @@ def seeds(rec):
     out.append(
         f"| {r['problem']} | {r['data']} | {r['steps_per_seed']} | {r['parallel_s']:.3f} |"
         f" {r['sequential_s']:.3f} | {r['ratio']:.1f} | {tgt} |")
+  if any("group_ratio" in r for r in rec["rows"]):
+    out += ["", "The 32 seeds as vmapped groups of g seeds, one group after another: throughput"
+            " ÷ the sequential arm (g = 1); and what the 32-seed step moves:", "",
+            "| problem | " + " | ".join(f"g = {g}" for g in rec["rows"][0]["group_ratio"])
+            + " | XLA MB per seed-step | carry MB (32 seeds) | copy GB/s | bound × |",
+            "|---|" + "---|" * (len(rec["rows"][0]["group_ratio"]) + 4)]
+    for r in rec["rows"]:
+      bound = r.get("bandwidth_bound_ratio")
+      copy_and_bound = "- | -" if bound is None else f"{r['copy_gb_s']:.1f} | {bound:.2f}"
+      out.append(
+          f"| {r['problem']} | " + " | ".join(f"{x:.2f}" for x in r["group_ratio"].values())
+          + f" | {r['xla_bytes_per_seed_step'] / 1e6:.2f} | {r['carry_bytes'] / 1e6:.1f} |"
+          f" {copy_and_bound} |")
   if rec.get("shuffle"):
     out += ["", "Shuffle of 32 vmapped seeds, one call (µs):", "",
             "| n | jax.random.permutation | counting | × | identical | the trainer uses |",
