@@ -268,7 +268,7 @@ def epoch_traffic(run, carry, keys, arrays) -> dict | None:
   except Exception as e:  # the text format is XLA's, not a stable API
     print(f"note: no traffic estimate ({type(e).__name__}: {e})")
     return None
-  seeds = int(jax.tree.leaves(keys)[0].shape[0])
+  seeds = int(keys.shape[0])
   out = dict(xla_bytes_per_seed_step=nbytes / seeds, xla_kernels_per_step=kernels,
              carry_bytes=sum(int(x.nbytes) for x in jax.tree.leaves(carry)))
   if out["carry_bytes"] < BOUND_MIN_CARRY_BYTES:

@@ -11,8 +11,8 @@ def test_loop_body_bytes_counts_what_a_scan_step_reads_and_writes():
   """x ← 2x + y over 1,000 float32s: one kernel reads x and y and writes x (12,000 bytes).
 
   Besides it the loop body holds only the step counter's scalar add, so the count
-  is 12,000 bytes plus a few scalars; the loop outside it (a bigger array, 3·4·5,000
-  bytes, before the scan) is not counted.
+  is 12,000 bytes plus a few scalars; the kernel before the loop (z·3 over 5,000
+  float32s) is not counted.
   """
   def f(x, y, z):
     z = z * 3.0
