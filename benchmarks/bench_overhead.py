@@ -11,7 +11,11 @@ optimizer state donated. Arms:
   Adam + homogeneity with history, ``θ' + η_h² g`` (Part II);
 * ``sgd``        ``optax.sgd(1e-2)`` alone, for reference;
 * ``sgd+homog``  ``optax.chain(optax.sgd(1e-2), homax.homogeneity(1e-3))``
-  (the transformation after SGD, its default Adam step and dynamic λ).
+  (the transformation after SGD, its default Adam step and dynamic λ);
+* ``part1-flatten`` (only with ``--arms``): ``optax.flatten`` around the
+  ``part1`` optimizer, i.e. every leaf concatenated into one vector before
+  the update. Not a homax layout: it is timed because a user may wrap any
+  optax optimizer so (on XLA:CPU it is many times slower; RESULTS.md §5).
 
 Models: the paper's MLP 784→128→10 at batch 5, 128 and 420, and an MLP
 784→1024→1024→10 at batch 128. Data: **synthetic** — standard-normal inputs
@@ -27,6 +31,7 @@ Usage::
 
   python -m benchmarks.bench_overhead            # the full run (~4 min on 2 cores)
   python -m benchmarks.bench_overhead --quick    # a check that it runs
+  python -m benchmarks.bench_overhead --arms adam part1 part1-flatten --configs b5 b420
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ CONFIGS = (
     ("mlp784-1024-1024-10 b128", "deep", (1024, 1024), 128),
 )
 ARMS = ("adam", "part1", "part2", "sgd", "sgd+homog")
+# Timed only when named with --arms.
+EXTRA_ARMS = ("part1-flatten",)
+# --configs names a config by its last word ("b5", "b128", "b420") or "deep".
+CONFIG_KEYS = {"b5": 0, "b128": 1, "b420": 2, "deep": 3}
 POOL = 16
 LR, LR_H, LR_SGD = 1e-3, 1e-3, 1e-2
 
@@ -73,6 +82,10 @@ def make_tx(arm: str, average, total_steps: int):
     return optax.sgd(LR_SGD)
   if arm == "sgd+homog":
     return optax.chain(optax.sgd(LR_SGD), homax.homogeneity(LR_H, initial_average=average))
+  if arm == "part1-flatten":
+    from jax.flatten_util import ravel_pytree
+    flat_average, _ = ravel_pytree(average)  # the inner optimizer sees one flat vector
+    return optax.flatten(make_tx("part1", flat_average, total_steps))
   raise ValueError(arm)
 
 
@@ -162,15 +175,22 @@ def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
   p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 200)")
   p.add_argument("--reps", type=int, default=None, help="repetitions (default 7; deep MLP 5)")
+  p.add_argument("--arms", nargs="+", choices=ARMS + EXTRA_ARMS, default=None,
+                 help=f"arms to time (default: {' '.join(ARMS)}); adam is always timed")
+  p.add_argument("--configs", nargs="+", choices=tuple(CONFIG_KEYS), default=None,
+                 help="configs to run (default: all)")
   args = p.parse_args(argv)
   common.setup_platform(args)
+  arms = ("adam",) + tuple(a for a in dict.fromkeys(args.arms or ARMS) if a != "adam")
+  configs = ([CONFIGS[CONFIG_KEYS[c]] for c in dict.fromkeys(args.configs)]
+             if args.configs else list(CONFIGS))
   steps = args.steps or (40 if args.quick else 200)
   info = common.machine_info()
   print(common.header("overhead vs Adam (per training step)", info))
   rows = []
-  for name, kind, hidden, batch in CONFIGS:
+  for name, kind, hidden, batch in configs:
     reps = args.reps or (2 if args.quick else (5 if kind == "deep" else 7))
-    rows += bench_config(name, kind, hidden, batch, steps, reps)
+    rows += bench_config(name, kind, hidden, batch, steps, reps, arms)
     print(common.table([r for r in rows if r["config"] == name], COLUMNS), flush=True)
   print()
   print(common.table(rows, COLUMNS))
@@ -178,7 +198,7 @@ def main(argv=None):
       settings=dict(steps=steps, pool_batches=POOL, data="synthetic: N(0,1) inputs, uniform labels",
                     learning_rate=LR, homogeneity_learning_rate=LR_H, sgd_learning_rate=LR_SGD,
                     statistic="median over repetitions of one whole lax.scan run / steps",
-                    arms=ARMS),
+                    arms=arms),
       rows=rows,
   )
   common.write("overhead", args, record, info)

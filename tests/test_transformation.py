@@ -5,6 +5,7 @@ import math
 import hypothesis
 from hypothesis import strategies as st
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -204,6 +205,37 @@ def test_inject_hyperparams_matches_plain(history):
   assert_trees_close(ups_injected, ups, rtol=1e-6, atol=1e-9)
   assert_trees_close(state_injected[1].inner_state, state[1], rtol=1e-6, atol=1e-9)
   assert float(state_injected[1].hyperparams["learning_rate"]) == pytest.approx(ETA_H)
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_inside_optax_flatten_matches_the_pytree(history):
+  """``optax.flatten`` (every leaf concatenated into one vector) changes only the
+  order in which N and D are summed: updates and state agree to float rounding."""
+  keys = jax.random.split(jax.random.key(3), 4)
+  params = {"w": jax.random.normal(keys[0], (6, 4)), "b": jax.random.normal(keys[1], (4,))}
+  grads = {"w": jax.random.normal(keys[2], (6, 4)), "b": jax.random.normal(keys[3], (4,))}
+
+  def make():
+    return optax.chain(optax.adam(1e-1), homax.homogeneity(
+        ETA_H, history=history, initial_average=lambda p: jax.tree.map(lambda x: 0.5 * x + 0.1, p)))
+
+  def run(opt):
+    state = opt.init(params)
+    p, out = params, []
+    for _ in range(3):
+      updates, state = jax.jit(opt.update)(grads, state, p)
+      p = optax.apply_updates(p, updates)
+      out.append(updates)
+    return out, state
+
+  ups, state = run(make())
+  ups_flat, state_flat = run(optax.flatten(make()))
+  assert_trees_close(ups_flat, ups, rtol=1e-5, atol=1e-9)
+  _, unravel = ravel_pytree(params)
+  flat_h, tree_h = homax.find_state(state_flat), homax.find_state(state)
+  assert_trees_close(unravel(flat_h.running_average), tree_h.running_average, rtol=1e-6)
+  assert int(flat_h.count) == int(tree_h.count) == 3
+  assert float(flat_h.similarity) == pytest.approx(float(tree_h.similarity), rel=1e-6)
 
 
 def test_inject_hyperparams_with_schedules():

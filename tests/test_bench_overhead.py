@@ -1,0 +1,29 @@
+"""The overhead benchmark's arm and config selection."""
+
+import pytest
+
+from benchmarks import bench_overhead
+
+
+def test_arms_and_configs_select_what_runs():
+  """``--arms`` adds the optional ``part1-flatten`` arm; Adam is always timed (the baseline)."""
+  record = bench_overhead.main([
+      "--arms", "part1-flatten", "--configs", "b5",
+      "--steps", "2", "--reps", "1", "--no-write", "--platform", "cpu"])
+  rows = record["rows"]
+  assert [(r["config"], r["arm"]) for r in rows] == [
+      ("mlp784-128-10 b5", "adam"), ("mlp784-128-10 b5", "part1-flatten")]
+  assert record["settings"]["arms"] == ("adam", "part1-flatten")
+  assert rows[0]["ratio_vs_adam"] == 1.0
+
+
+def test_unknown_arm_is_refused():
+  with pytest.raises(SystemExit):
+    bench_overhead.main(["--arms", "part3", "--no-write"])
+
+
+def test_xla_flatten_repro_times_its_step():
+  """The repro's step (run here in this process: the cheaper variant) compiles and is timed."""
+  from benchmarks import xla_flatten_repro
+  res = xla_flatten_repro._child("no_sums", 1)
+  assert res["us_per_step"] > 0 and len(res["times_s"]) == 1
