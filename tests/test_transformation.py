@@ -32,6 +32,17 @@ def assert_trees_close(a, b, **kwargs):
         np.asarray(x, np.float64), np.asarray(y, np.float64), **kwargs)
 
 
+def three_steps(opt, params, grads):
+  """Three jitted updates with fixed grads: (the updates of each step, the last state)."""
+  state = jax.jit(opt.init)(params)
+  p, out = params, []
+  for _ in range(3):
+    updates, state = jax.jit(opt.update)(grads, state, p)
+    p = optax.apply_updates(p, updates)
+    out.append(updates)
+  return out, state
+
+
 def assert_trees_equal(a, b):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -191,17 +202,8 @@ def test_inject_hyperparams_matches_plain(history):
       optax.adam(1e-1),
       optax.inject_hyperparams(homax.homogeneity)(learning_rate=ETA_H, history=history))
 
-  def run(opt):
-    state = jax.jit(opt.init)(params)
-    p, out = params, []
-    for _ in range(3):
-      updates, state = jax.jit(opt.update)(grads, state, p)
-      p = optax.apply_updates(p, updates)
-      out.append(updates)
-    return out, state
-
-  ups, state = run(plain)
-  ups_injected, state_injected = run(injected)
+  ups, state = three_steps(plain, params, grads)
+  ups_injected, state_injected = three_steps(injected, params, grads)
   assert_trees_close(ups_injected, ups, rtol=1e-6, atol=1e-9)
   assert_trees_close(state_injected[1].inner_state, state[1], rtol=1e-6, atol=1e-9)
   assert float(state_injected[1].hyperparams["learning_rate"]) == pytest.approx(ETA_H)
@@ -219,17 +221,8 @@ def test_inside_optax_flatten_matches_the_pytree(history):
     return optax.chain(optax.adam(1e-1), homax.homogeneity(
         ETA_H, history=history, initial_average=lambda p: jax.tree.map(lambda x: 0.5 * x + 0.1, p)))
 
-  def run(opt):
-    state = opt.init(params)
-    p, out = params, []
-    for _ in range(3):
-      updates, state = jax.jit(opt.update)(grads, state, p)
-      p = optax.apply_updates(p, updates)
-      out.append(updates)
-    return out, state
-
-  ups, state = run(make())
-  ups_flat, state_flat = run(optax.flatten(make()))
+  ups, state = three_steps(make(), params, grads)
+  ups_flat, state_flat = three_steps(optax.flatten(make()), params, grads)
   assert_trees_close(ups_flat, ups, rtol=1e-5, atol=1e-9)
   _, unravel = ravel_pytree(params)
   flat_h, tree_h = homax.find_state(state_flat), homax.find_state(state)
