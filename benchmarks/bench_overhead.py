@@ -15,7 +15,8 @@ optimizer state donated. Arms:
 * ``part1-flatten`` (only with ``--arms``): ``optax.flatten`` around the
   ``part1`` optimizer, i.e. every leaf concatenated into one vector before
   the update. Not a homax layout: it is timed because a user may wrap any
-  optax optimizer so (on XLA:CPU it is many times slower; RESULTS.md §5).
+  optax optimizer so (with two threads on XLA:CPU it is many times slower;
+  RESULTS.md §1).
 
 Models: the paper's MLP 784→128→10 at batch 5, 128 and 420, and an MLP
 784→1024→1024→10 at batch 128. Data: **synthetic** — standard-normal inputs

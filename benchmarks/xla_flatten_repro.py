@@ -1,23 +1,27 @@
 """Why ``optax.flatten`` around homax is slow on a multi-core CPU: XLA's, not homax's.
 
-``bench_overhead --arms part1-flatten`` found ``optax.flatten(paper_optimizer)``
-7–20× slower than Adam on this 2-core CPU, and as fast as the pytree on one
-core. This script reproduces it **without homax**: a 30-line step on the paper
+``bench_overhead --arms part1-flatten`` found a step with
+``optax.flatten(paper_optimizer)`` up to 21× as long as an Adam step with the
+two threads of this CPU (batch 5), and as fast as the pytree on one core.
+This script reproduces it **without homax**: a 30-line step on the paper
 MLP's four leaves that does what ``optax.flatten`` and a homogeneity-like
 update do — concatenate the leaves, add an update (XLA fuses the two into one
 kernel), take two global sums of the result (XLA:CPU hands them to YNNPACK)
 and write a running average and the params back — inside a 200-step
 ``lax.scan``.
 
-Each case runs in its own process, because the thread count and ``XLA_FLAGS``
-are fixed when jax starts: both cores or one (``os.sched_setaffinity``), and
-XLA's YNNPACK fusions on (default) or off
-(``--xla_cpu_experimental_ynn_fusion_type=``). A second variant without the
-sums ("no sums") shows that the concatenation alone is not the problem.
+The cases: both cores or one (``os.sched_setaffinity``), XLA's YNNPACK
+fusions on (default) or off (``--xla_cpu_experimental_ynn_fusion_type=``),
+and the step with or without the two sums ("no sums": the concatenation
+alone). Each case runs in 3 processes of its own (1 with ``--quick``),
+because the thread count and ``XLA_FLAGS`` are fixed when jax starts, and
+because the slow case is bimodal: most repetitions take ~2 ms per step, some
+~0.25 ms, and a whole process can land in either. The table gives the median
+over every repetition of every process, the fastest and the slowest.
 
 Usage::
 
-  python -m benchmarks.xla_flatten_repro            # 8 cases, ~1 min
+  python -m benchmarks.xla_flatten_repro            # 8 cases × 3 processes, ~1 min
   python -m benchmarks.xla_flatten_repro --quick
 """
 
@@ -79,9 +83,9 @@ def _child(variant: str, reps: int) -> dict:
   jax.block_until_ready(run(*args))
   times = [common.timed(lambda: jax.block_until_ready(run(*args))) for _ in range(reps)]
   hlo = run.lower(*args).compile().as_text()
-  kernels = sorted({line.split("=")[0].strip().lstrip("%") for line in hlo.splitlines()
-                    if " fusion(" in line and ("concatenate" in line.split("=")[0]
-                                               or "ynn" in line.split("=")[0])})
+  fusions = [line.split("=")[0].strip().lstrip("%") for line in hlo.splitlines()
+             if " fusion(" in line]
+  kernels = sorted({k for k in fusions if "concatenate" in k or "ynn" in k})
   return dict(us_per_step=1e6 * common.median(times) / STEPS, times_s=times,
               concat_or_ynn_kernels=", ".join(kernels))
 
@@ -96,6 +100,7 @@ def main(argv=None):
   if args.platform == "gpu":
     raise SystemExit("xla_flatten_repro: a CPU-only repro (thread count and XLA:CPU flags).")
   reps = 3 if args.quick else 7
+  procs = 1 if args.quick else 3
   info = common.machine_info()
   print(common.header("optax.flatten-like step without homax: XLA:CPU threads × YNNPACK", info))
   cpus = sorted(os.sched_getaffinity(0))
@@ -106,32 +111,41 @@ def main(argv=None):
         env = dict(os.environ, JAX_PLATFORMS="cpu")
         flags = env.get("XLA_FLAGS", "")
         env["XLA_FLAGS"] = flags if ynn else f"{flags} {NO_YNN}".strip()
-        code = ("import os, sys; "
+        code = ("import os; "
                 + (f"os.sched_setaffinity(0, {{{cpus[0]}}}); " if threads == "one" else "")
                 + "from benchmarks import xla_flatten_repro as r; "
                 f"r.main(['--child', {variant.replace(' ', '_')!r}, '{reps}'])")
-        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=common.ROOT,
-                             capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-          raise SystemExit(f"xla_flatten_repro: case {variant}/{ynn}/{threads} failed:\n"
-                           f"{out.stderr[-2000:]}")
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        runs = []
+        for _ in range(procs):
+          out = subprocess.run([sys.executable, "-c", code], env=env, cwd=common.ROOT,
+                               capture_output=True, text=True, check=False)
+          if out.returncode != 0:
+            raise SystemExit(f"xla_flatten_repro: case {variant}/{ynn}/{threads} failed:\n"
+                             f"{out.stderr[-2000:]}")
+          runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        per_step = [1e6 * t / STEPS for r in runs for t in r["times_s"]]
         rows.append(dict(variant=variant, ynnpack_fusions="on" if ynn else "off",
-                         cores="all" if threads == "all" else "1",
-                         cores_n=len(cpus) if threads == "all" else 1, **res))
+                         cores=len(cpus) if threads == "all" else 1,
+                         us_per_step=common.median(per_step), min_us=min(per_step),
+                         max_us=max(per_step),
+                         process_medians_us=[r["us_per_step"] for r in runs],
+                         concat_or_ynn_kernels=runs[0]["concat_or_ynn_kernels"],
+                         times_s=[r["times_s"] for r in runs]))
         print(common.table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
   print()
   print(common.table(rows, COLUMNS))
   common.write("xla_flatten_repro", args, dict(
-      settings=dict(steps=STEPS, reps=reps, leaves=SHAPES, no_ynn_flag=NO_YNN,
-                    statistic="median over repetitions of one whole lax.scan run / steps"),
+      settings=dict(steps=STEPS, reps=reps, processes=procs, leaves=SHAPES, no_ynn_flag=NO_YNN,
+                    statistic="median over every repetition of every process of one whole"
+                              " lax.scan run / steps"),
       rows=rows), info)
   return rows
 
 
 COLUMNS = (
     ("variant", "variant", ""), ("ynnpack_fusions", "YNNPACK fusions", ""),
-    ("cores_n", "cores", "d"), ("us_per_step", "µs/step", ".1f"),
+    ("cores", "cores", "d"), ("us_per_step", "µs/step", ".1f"),
+    ("min_us", "fastest", ".1f"), ("max_us", "slowest", ".1f"),
     ("concat_or_ynn_kernels", "concatenate / YNN kernels", ""),
 )
 
