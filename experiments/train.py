@@ -69,7 +69,8 @@ class History:
 # Up to this many elements, `permutation` ranks by counting instead of sorting.
 # For 32 vmapped seeds on the noisy 2-core CPU of benchmarks/RESULTS.md counting
 # measured 0.6x (a 5-repetition run) to 2.8x the speed of the sort at n = 120
-# (Iris), faster at 300 in every run, and 7-9x slower at 1,000 (n² compares):
+# (Iris), faster at 300 in the recorded runs (0.66x in one printed-only run),
+# and 8-14x slower at 1,000 (n² compares):
 # the shuffle table of `python -m benchmarks.bench_seeds`.
 COUNTING_PERMUTATION_MAX = 256
 
