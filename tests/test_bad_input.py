@@ -13,6 +13,7 @@ import struct
 
 import jax
 import jax.numpy as jnp
+import chex
 import numpy as np
 import optax
 import pytest
@@ -85,6 +86,48 @@ def test_learning_rate_none_is_required():
     homax.homogeneity(None)
 
 
+@pytest.mark.parametrize("lr", [
+    np.float32(-1e-3), np.float64(0.0), np.array(-1e-3), jnp.array(-1e-3), jnp.array(NAN),
+    True, "0.01", np.ones(2), [1e-3],
+])
+def test_learning_rate_of_another_type_is_checked_too(lr):
+  # NumPy and JAX scalars are read like floats; a string, a boolean or an
+  # array of several values is not a learning rate.
+  with raises_naming(ValueError, "learning_rate", ["> 0"]):
+    homax.homogeneity(lr)
+  with raises_naming(ValueError, "homogeneity_learning_rate", ["> 0"]):
+    paper("A-B", homogeneity_learning_rate=lr)
+
+
+def test_learning_rate_injected_as_zero_is_accepted():
+  # optax.inject_hyperparams passes its learning rate as a JAX array, 0 at
+  # the start of a warm-up: that must construct, and its first step is θ'.
+  tx = optax.inject_hyperparams(homax.homogeneity, static_args=("lambda_schedule", "initial_average"))(
+      learning_rate=optax.linear_schedule(0.0, 1e-2, 10))
+  params, grads = params_tree(), grads_tree()
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  chex.assert_trees_all_close(updates, grads)
+
+
+def test_lambda_schedule_inside_inject_hyperparams_says_what_to_do():
+  factory = optax.inject_hyperparams(homax.homogeneity)
+  with raises_naming(ValueError, "lambda_schedule", ["static_args"]):
+    factory(learning_rate=1e-2, lambda_schedule=homax.lambda_schedules.dynamic()).init(params_tree())
+
+
+@pytest.mark.parametrize("eps", [None, -1e-8, NAN, INF, "1e-8", np.ones(2)])
+def test_bad_eps(eps):
+  with raises_naming(ValueError, "eps", [">= 0"]):
+    homax.homogeneity(1e-2, eps=eps)
+
+
+def test_python_float_params():
+  # init accepts Python scalars as leaves; update must too.
+  tx = homax.homogeneity(1e-2)
+  updates, _ = tx.update({"w": jnp.asarray(0.5)}, tx.init({"w": 1.0}), {"w": 1.0})
+  assert updates["w"].shape == () and np.isfinite(float(updates["w"]))
+
+
 # ---------------------------------------------------------------------------
 # λ, β and T.
 
@@ -109,12 +152,37 @@ def test_hybrid_without_beta():
     homax.paper_optimizer("HYBRID", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
 
 
-@pytest.mark.parametrize("total", [0, -3, 2.5, True])
+@pytest.mark.parametrize("total", [0, -3, 2.5, True, "10", np.float64(10.0)])
 def test_total_steps_below_one(total):
   with raises_naming(ValueError, "total_steps", [">= 1"]):
     paper("A-A", total_steps=total)
   with raises_naming(ValueError, "total_steps", [">= 1"]):
     homax.lambda_schedules.linear(total)
+
+
+def test_total_steps_accepts_numpy_integers():
+  # A step count computed with NumPy (e.g. from an array's length) is an int.
+  t = np.int64(10)
+  assert homax.lambda_schedules.linear(t)(0) == homax.lambda_schedules.linear(10)(0)
+  paper("A-A", total_steps=t)
+  assert homax.total_steps(np.int64(90), np.int32(32), 10) == homax.total_steps(90, 32, 10) == 30
+
+
+@pytest.mark.parametrize("argument", ["train_samples", "batch_size", "epochs"])
+@pytest.mark.parametrize("bad", [0, -32, 2.5])
+def test_total_steps_helper_names_its_bad_argument(argument, bad):
+  kwargs = dict(train_samples=90, batch_size=32, epochs=10) | {argument: bad}
+  with raises_naming(ValueError, argument, [">= 1"]):
+    homax.total_steps(**kwargs)
+
+
+def test_complete_rejects_arguments_it_would_ignore():
+  # Part I rejects beta and lambda_value; COMPLETE must not silently drop them.
+  with raises_naming(ValueError, "beta", ["HYBRID"]):
+    paper("COMPLETE", lambda_type="dynamic", beta=0.5)
+  for lambda_type in ("linear", "dynamic"):
+    with raises_naming(ValueError, "lambda_value", ["'fixed'"]):
+      paper("COMPLETE", lambda_type=lambda_type, lambda_value=0.3)
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +192,14 @@ def test_total_steps_below_one(total):
 def test_unknown_variant():
   with raises_naming(ValueError, "variant", homax.VARIANTS):
     homax.paper_optimizer("C-C", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+
+
+@pytest.mark.parametrize("variant", ["A-B", "COMPLETE"])
+@pytest.mark.parametrize("argument, allowed", [("rule", homax.RULES), ("direction", ("descend", "ascend"))])
+def test_empty_ablation_name_is_not_the_default(variant, argument, allowed):
+  # None keeps the paper's rule and direction; "" is an unknown name.
+  with raises_naming(ValueError, argument, allowed):
+    paper(variant, **{argument: ""})
 
 
 def test_unknown_rule():
@@ -334,6 +410,49 @@ def test_low_precision_params(dtype, variant):
   assert st.similarity.dtype == jnp.float32 and np.isfinite(float(st.similarity))
   for leaf in jax.tree.leaves((params, updates)):
     assert np.isfinite(np.asarray(leaf, np.float32)).all()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_running_average_does_not_drift(dtype):
+  # θ' equal to the average at every step: the average must stay where it is.
+  # Computed in the params' dtype, k = 257, 258, ... rounds in bfloat16 and
+  # the average drifted (0.7 → 0.06 after 4,000 steps).
+  params = {"w": jnp.full((3,), 0.7, dtype)}
+  tx = homax.homogeneity(1e-2, initial_average=lambda p: p)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+
+  def body(state, _):
+    _, state = tx.update(zeros, state, params)
+    return state, None
+
+  state, _ = jax.lax.scan(body, tx.init(params), None, length=4000)
+  assert state.running_average["w"].dtype == dtype
+  np.testing.assert_array_equal(state.running_average["w"], params["w"])
+  assert float(state.similarity) == 1.0
+
+
+def test_float16_running_average_past_65504_steps():
+  # k + 1 = 65520 is inf in float16: the average must still be finite.
+  params = {"w": jnp.array([0.7, -0.2, 0.1], jnp.float16)}
+  tx = homax.homogeneity(1e-2, initial_average=lambda p: p)
+  state = tx.init(params)._replace(count=jnp.int32(65520))
+  updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+  np.testing.assert_array_equal(state.running_average["w"], params["w"])
+  assert np.isfinite(np.asarray(updates["w"], np.float32)).all()
+
+
+@pytest.mark.parametrize("function", ["sums", "similarity", "homogeneity_derivative"])
+@pytest.mark.parametrize("average, what", [
+    ({"w": jnp.ones(1)}, "shape"),                 # would broadcast
+    ({"w": jnp.ones((3, 1))}, "shape"),            # would broadcast to (3, 3)
+    ({"v": jnp.ones(3)}, "tree structure"),        # same leaf count, other key
+    ({"w": jnp.ones(3), "b": jnp.ones(1)}, "tree structure"),
+])
+def test_math_functions_reject_an_average_unlike_params(function, average, what):
+  params = {"w": jnp.array([1.0, 2.0, 3.0])}
+  args = (params, average, 0.5) if function == "homogeneity_derivative" else (params, average)
+  with raises_naming(ValueError, "average", [what]):
+    getattr(homax, function)(*args)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])

@@ -41,9 +41,21 @@ def test_seed002_models_shapes_and_init(name):
   assert out.shape == (3, 10)
   # Flattened inputs are reshaped inside.
   np.testing.assert_allclose(spec.apply(params, x.reshape(3, 784)), out, rtol=1e-5, atol=1e-6)
-  # torch's default init: every parameter within ±1/sqrt(fan_in) of its layer.
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    assert float(jnp.max(jnp.abs(leaf))) <= 1.0, jax.tree_util.keystr(path)
+  # torch's default init: every parameter of a layer (kernel and bias) drawn
+  # from U(±1/sqrt(fan_in)), fan_in = the product of the kernel's input
+  # dimensions (in for a dense layer, kh·kw·in for a convolution).
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  layers = {}
+  for path, leaf in leaves:
+    layers.setdefault(path[:-1], {})[path[-1].key] = leaf
+  assert layers and all(set(layer) == {"kernel", "bias"} for layer in layers.values())
+  for where, layer in layers.items():
+    bound = 1.0 / np.sqrt(np.prod(layer["kernel"].shape[:-1]))
+    for kind, leaf in layer.items():
+      largest = float(jnp.max(jnp.abs(leaf)))
+      assert largest <= bound * (1 + 1e-6), (jax.tree_util.keystr(where), kind, largest, bound)
+    # The kernel's thousands of draws come close to the bound.
+    assert float(jnp.max(jnp.abs(layer["kernel"]))) > 0.9 * bound, jax.tree_util.keystr(where)
 
 
 def test_seed002_sigmoid_twin_differs():

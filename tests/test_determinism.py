@@ -50,9 +50,11 @@ def optimizer_problem(seed, steps=30):
 def test_optimizer_is_bit_identical_twice():
   run, params = optimizer_problem(0)
   (p1, s1), sim1 = run(params)
-  # Second run: inputs rebuilt from the seed (same program, as in one session).
-  _, params_again = optimizer_problem(0)
-  (p2, s2), sim2 = run(params_again)
+  # Second run: optimizer, data, params and program all rebuilt from the seed
+  # (and compiled again), so nondeterminism at construction would show too.
+  run_again, params_again = optimizer_problem(0)
+  assert run_again is not run
+  (p2, s2), sim2 = run_again(params_again)
   assert_trees_identical((p1, s1, sim1), (p2, s2, sim2))
   # The homogeneity step ran every step and moved S, so the comparison above
   # is not vacuous.

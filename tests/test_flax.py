@@ -67,6 +67,16 @@ def test_nnx_mlp_on_iris():
   assert float(metrics["lambda"]) == pytest.approx(100 / 101)
   assert 0.0 <= float(metrics["similarity"]) <= 1.0
 
+  # The homogeneity step took part: the same model trained by Adam alone
+  # ends elsewhere.
+  plain = MLP(nnx.Rngs(0))
+  plain_optimizer = nnx.Optimizer(plain, optax.adam(1e-2), wrt=nnx.Param)
+  for _ in range(100):
+    train_step(plain, plain_optimizer)
+  apart = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(plain, nnx.Param))))
+  assert apart > 1e-3, apart
+
   # The running average holds one leaf per model parameter, in its dtype.
   average = homax.find_state(optimizer.opt_state).running_average
   params = nnx.state(model, nnx.Param)

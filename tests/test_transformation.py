@@ -101,18 +101,29 @@ def test_converges_inside_scan(base, target, rule):
   opt = chain(base, rule=rule)
   steps = 2000
 
-  def body(carry, _):
-    params, state = carry
-    grads = jax.grad(objective)(params)
-    updates, state = opt.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), None
+  def trajectory(opt, state):
+    def body(carry, _):
+      params, state = carry
+      updates, state = opt.update(jax.grad(objective)(params), state, params)
+      params = optax.apply_updates(params, updates)
+      return (params, state), params
+
+    return jax.jit(lambda c: jax.lax.scan(body, c, None, length=steps))((initial, state))
 
   state = opt.init(initial)
   state = optax.tree.map_params(opt, lambda v: v, state)
-  (params, state), _ = jax.jit(
-      lambda c: jax.lax.scan(body, c, None, length=steps))((initial, state))
+  (params, state), path = trajectory(opt, state)
   assert_trees_close(params, final, rtol=3e-2, atol=3e-2)
   assert int(homax.metrics(state)["count"]) == steps
+  # The homogeneity step took part: the base optimizer alone goes elsewhere
+  # within the first 50 steps (3.9e-3 to 6.4e-2 apart; 1e-6 at most when the
+  # step is dropped). Later, Adam on Rosenbrock amplifies rounding alone to
+  # 4e-2, so the whole path would not tell.
+  base_opt = BASES[base]()
+  _, base_path = trajectory(base_opt, base_opt.init(initial))
+  apart = max(float(jnp.max(jnp.abs(a[:50] - b[:50])))
+              for a, b in zip(jax.tree.leaves(path), jax.tree.leaves(base_path)))
+  assert apart > 5e-4, apart
 
 
 # ---------------------------------------------------------------------------
@@ -137,10 +148,14 @@ def test_accepts_unexpected_extra_args(base):
   state = opt.init(params)
   for _ in range(2):
     params, state = step(params, state)
-  # On its own, outside a chain, too.
-  alone = homax.homogeneity(ETA_H)
+  assert int(homax.metrics(state)["count"]) == 2
+  # On its own, outside a chain, too: it adds its step (~η_h: Adam's first
+  # step; the average must not be the default zeros, where d ≈ 0 at step 0)
+  # to the updates it is given.
+  alone = homax.homogeneity(ETA_H, initial_average=jnp.array([0.5, 0.1]))
   updates, _ = alone.update(params, alone.init(params), params, some_arg=1)
   assert np.all(np.isfinite(np.asarray(updates)))
+  assert float(jnp.max(jnp.abs(updates - params))) > 0.5 * ETA_H
 
 
 @pytest.mark.parametrize("history", [False, True])
@@ -348,13 +363,22 @@ def test_metrics_after_one_step():
 ])
 def test_after_other_optimizers(name, make):
   del name
-  opt = optax.chain(make(), homax.homogeneity(ETA_H))
   params = {"w": jnp.array([[1.0, -2.0], [0.0, 0.5]]), "b": jnp.zeros(2)}
+  # Not the default zeros, where the derivative is ≈ 0 at step 0.
+  average = jax.tree.map(lambda p: 0.5 * p + 0.2, params)
+  opt = optax.chain(make(), homax.homogeneity(ETA_H, initial_average=average))
   grads = jax.tree.map(lambda p: p - 0.3, params)
   updates, state = jax.jit(opt.update)(grads, opt.init(params), params)
   for u in jax.tree.leaves(updates):
     assert np.all(np.isfinite(np.asarray(u)))
   assert int(homax.metrics(state)["count"]) == 1
+  # The homogeneity step (Adam(η_h): ~η_h per element at step 1) is added
+  # to the optimizer's own updates.
+  base = make()
+  base_updates, _ = base.update(grads, base.init(params), params)
+  apart = max(float(jnp.max(jnp.abs(u - b)))
+              for u, b in zip(jax.tree.leaves(updates), jax.tree.leaves(base_updates)))
+  assert apart > 0.5 * ETA_H, apart
 
 
 # ---------------------------------------------------------------------------

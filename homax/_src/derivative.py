@@ -49,6 +49,26 @@ def _check_floating(tree: PyTree, name: str) -> None:
       )
 
 
+def _check_same_shapes(params: PyTree, average: PyTree) -> None:
+  """Same tree structure and, leaf by leaf, the same shape (no broadcasting)."""
+  p_struct = jax.tree_util.tree_structure(params)
+  a_struct = jax.tree_util.tree_structure(average)
+  if p_struct != a_struct:
+    raise ValueError(
+        f"params and average must have the same tree structure; got {p_struct}"
+        f" and {a_struct}."
+    )
+  for (path, p), a in zip(
+      jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(average)
+  ):
+    if jnp.shape(p) != jnp.shape(a):
+      raise ValueError(
+          f"average{jax.tree_util.keystr(path)} has shape {jnp.shape(a)}, but"
+          f" params{jax.tree_util.keystr(path)} has shape {jnp.shape(p)}; they"
+          " must be equal (no broadcasting)."
+      )
+
+
 def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Array]:
   r"""Returns the global sums ``(N, D)`` over all leaves of the two pytrees.
 
@@ -56,14 +76,9 @@ def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Arr
   each accumulated in at least float32 (so bfloat16 and float16 params neither
   overflow nor lose the small terms). Both are scalars of the accumulation dtype.
   """
+  _check_same_shapes(params, average)
   leaves = jax.tree_util.tree_leaves(params)
   avg_leaves = jax.tree_util.tree_leaves(average)
-  if len(leaves) != len(avg_leaves):
-    raise ValueError(
-        "params and average must have the same tree structure; got "
-        f"{jax.tree_util.tree_structure(params)} and "
-        f"{jax.tree_util.tree_structure(average)}."
-    )
   if not leaves:
     zero = jnp.zeros((), jnp.float32)
     return zero, zero + eps

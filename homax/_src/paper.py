@@ -5,7 +5,6 @@ Used by :func:`paper_optimizer`, the experiments and the docs.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import optax
@@ -157,10 +156,18 @@ def paper_optimizer(
       raise ValueError(
           f"lambda_type must be one of {COMPLETE_LAMBDA_TYPES} for COMPLETE, got {lambda_type!r}."
       )
+    if beta is not None:
+      raise ValueError("beta applies to HYBRID only, not to 'COMPLETE'.")
+    if lambda_value is not None and lambda_type != "fixed":
+      raise ValueError(
+          "lambda_value applies to lambda_type='fixed' only, not to"
+          f" lambda_type={lambda_type!r}."
+      )
     lam = lambda_schedule_for(lambda_type, total_steps=total_steps, lambda_value=lambda_value)
     homog = transform.homogeneity(
-        eta_h, lam, rule=rule or "paper-full", history=True, step="sgd",
-        direction=direction or "ascend", initial_average=initial_average,
+        eta_h, lam, rule="paper-full" if rule is None else rule, history=True,
+        step="sgd", direction="ascend" if direction is None else direction,
+        initial_average=initial_average,
     )
   else:
     if lambda_type is not None and lambda_type != spec.lambda_type:
@@ -171,8 +178,9 @@ def paper_optimizer(
       raise ValueError(f"beta applies to HYBRID only, not to {variant!r}.")
     lam = lambda_schedule_for(spec.lambda_type, total_steps=total_steps, beta=beta)
     homog = transform.homogeneity(
-        eta_h, lam, rule=rule or "paper", history=False, step="adam",
-        direction=direction or "descend", initial_average=initial_average,
+        eta_h, lam, rule="paper" if rule is None else rule, history=False,
+        step="adam", direction="descend" if direction is None else direction,
+        initial_average=initial_average,
     )
   if spec.part == 1 and lambda_value is not None:
     raise ValueError(f"lambda_value applies to COMPLETE with lambda_type='fixed', not to {variant!r}.")
@@ -181,5 +189,11 @@ def paper_optimizer(
 
 
 def total_steps(train_samples: int, batch_size: int, epochs: int) -> int:
-  """:math:`T = \\lceil n/b \\rceil \\cdot` epochs, as the seed computes it."""
-  return math.ceil(train_samples / batch_size) * epochs
+  """:math:`T = \\lceil n/b \\rceil \\cdot` epochs, as the seed computes it.
+
+  Each argument must be an int >= 1 (a ``ValueError`` names the one that is not).
+  """
+  n = schedules._check_int(train_samples, "train_samples")
+  b = schedules._check_int(batch_size, "batch_size")
+  e = schedules._check_int(epochs, "epochs")
+  return -(-n // b) * e

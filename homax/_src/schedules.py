@@ -9,21 +9,30 @@ use); :math:`T` is ``total_steps``.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+def _check_int(value, name: str, minimum: int = 1) -> int:
+  """``value`` as a Python int (NumPy integers too), or a ValueError naming it."""
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+  try:
+    number = operator.index(value)
+  except TypeError:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.") from None
+  if number < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {number}.")
+  return number
+
+
 def _check_total_steps(total_steps, minimum: int = 1) -> int:
-  if isinstance(total_steps, bool) or not isinstance(total_steps, int):
-    raise ValueError(
-        f"total_steps must be an int >= {minimum}, got {total_steps!r}."
-    )
-  if total_steps < minimum:
-    raise ValueError(f"total_steps must be >= {minimum}, got {total_steps}.")
-  return total_steps
+  return _check_int(total_steps, "total_steps", minimum)
 
 
 def _t(count) -> jnp.ndarray:

@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from optax._src import base as optax_base
 
@@ -52,16 +53,50 @@ def _is_python_number(x) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _concrete_scalar(value, name: str, requirement: str):
+  """``value`` as a Python float if it is a concrete real scalar, else ``None``.
+
+  Python and NumPy numbers and concrete 0-d arrays are read; traced values
+  (inside ``jit``) return ``None``. Strings, booleans, non-numeric objects and
+  arrays with more than one element raise a ``ValueError`` naming ``name``.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return None
+  if isinstance(value, (bool, np.bool_, str, bytes)):
+    raise ValueError(f"{name} must be {requirement}, got {value!r}.")
+  try:
+    array = np.asarray(value)
+  except Exception:  # noqa: BLE001 - any object numpy cannot read is bad input
+    raise ValueError(f"{name} must be {requirement}, got {value!r}.") from None
+  if array.ndim != 0 or not (
+      np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+  ):
+    raise ValueError(f"{name} must be {requirement}, got {value!r}.")
+  return float(array)
+
+
 def _check_learning_rate(learning_rate, name: str = "learning_rate") -> None:
-  """Validates a concrete learning rate; traced values and schedules pass."""
+  """Validates a learning rate: a float > 0, or a schedule.
+
+  A JAX array may also be 0: it is how ``optax.inject_hyperparams`` passes an
+  injected (e.g. warm-up) learning rate. Traced values pass unchecked.
+  """
   if learning_rate is None:
     raise ValueError(f"{name} is required: a float > 0 or a schedule.")
   if callable(learning_rate):
     return
-  if _is_python_number(learning_rate):
-    value = float(learning_rate)
-    if math.isnan(value) or math.isinf(value) or value <= 0.0:
-      raise ValueError(f"{name} must be a finite float > 0, got {learning_rate!r}.")
+  value = _concrete_scalar(learning_rate, name, "a finite float > 0 or a schedule")
+  if value is None:
+    return
+  minimum_ok = value >= 0.0 if isinstance(learning_rate, jax.Array) else value > 0.0
+  if math.isnan(value) or math.isinf(value) or not minimum_ok:
+    raise ValueError(f"{name} must be a finite float > 0, got {learning_rate!r}.")
+
+
+def _check_eps(eps) -> None:
+  value = _concrete_scalar(eps, "eps", "a finite float >= 0")
+  if value is not None and (math.isnan(value) or math.isinf(value) or value < 0.0):
+    raise ValueError(f"eps must be a finite float >= 0, got {eps!r}.")
 
 
 def _leaf_dtype(leaf):
@@ -259,7 +294,8 @@ def homogeneity(
   they were.
 
   Args:
-    learning_rate: :math:`\eta_h > 0`, a float or a schedule ``count -> value``.
+    learning_rate: :math:`\eta_h > 0`, a float or a schedule ``count -> value``
+      (a JAX array may be 0, as ``optax.inject_hyperparams`` passes a warm-up).
     lambda_schedule: ``count -> λ`` (see ``homax.lambda_schedules``); default
       ``homax.lambda_schedules.dynamic()``, i.e. :math:`(k+1)/(k+2)`.
     rule: ``"paper"`` (Table 1, Part I), ``"paper-full"`` (c1-c5 only, Part II)
@@ -275,7 +311,12 @@ def homogeneity(
       and the first derivative is :math:`\approx 0`; pass a second, independent
       initialisation of the model to reproduce the seed. The average only
       matters at step 0 (it is replaced by :math:`\theta'_0` after it).
-    eps: :math:`\varepsilon` in :math:`D`.
+    eps: :math:`\varepsilon \ge 0` in :math:`D`.
+
+  With ``optax.inject_hyperparams(homax.homogeneity, static_args=("lambda_schedule",
+  "initial_average"))`` the learning rate (and ``eps``) can be injected;
+  without ``static_args``, inject_hyperparams would call those two callables
+  as schedules of the step count.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires
@@ -291,6 +332,7 @@ def homogeneity(
     >>> params = optax.apply_updates(params, updates)
   """
   _check_learning_rate(learning_rate)
+  _check_eps(eps)
   derivative_lib._check_rule(rule)
   if direction not in DIRECTIONS:
     raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
@@ -301,7 +343,9 @@ def homogeneity(
   if not callable(lambda_schedule):
     raise ValueError(
         "lambda_schedule must be a callable count -> λ (see"
-        f" homax.lambda_schedules), got {lambda_schedule!r}."
+        f" homax.lambda_schedules), got {lambda_schedule!r}. Inside"
+        " optax.inject_hyperparams, which calls every callable argument as a"
+        " schedule, pass static_args=('lambda_schedule', 'initial_average')."
     )
   step_tx = _step_transformation(step, learning_rate)
   sign = 1.0 if direction == "descend" else -1.0
@@ -340,6 +384,8 @@ def homogeneity(
     del extra_args
     if params is None:
       raise ValueError(optax_base.NO_PARAMS_MSG)
+    # Python scalars as leaves (init accepts them) become arrays.
+    params = jax.tree.map(jnp.asarray, params)
     k = state.count
     avg = state.running_average
     # θ': where the base optimizer's step lands (the seed's `status`).
@@ -379,11 +425,15 @@ def homogeneity(
     # The new average is written over the old one, which the sums and Table 1
     # also read: it waits for the buffers computed from them (see _after).
     kf = _after_all(k.astype(jnp.float32), jax.tree.leaves((step_state, new_history)))
-    new_avg = jax.tree.map(
-        lambda t, a: ((t + kf.astype(t.dtype) * a) / (kf + 1.0).astype(t.dtype)).astype(a.dtype),
-        theta,
-        avg,
-    )
+    # Computed in the accumulation dtype (at least float32) and stored in the
+    # params' dtype: in bfloat16 or float16, k itself (and k + 1) would round,
+    # so the average would drift, and k + 1 overflows float16 at k = 65519.
+    def average_update(t, a):
+      acc = derivative_lib._accumulation_dtype(a.dtype)
+      t, a_acc = t.astype(acc), a.astype(acc)
+      return ((t + kf.astype(acc) * a_acc) / (kf + 1.0).astype(acc)).astype(a.dtype)
+
+    new_avg = jax.tree.map(average_update, theta, avg)
     new_updates = jax.tree.map(
         lambda u, su, p: (u + su).astype(p.dtype), updates, step_updates, params
     )
