@@ -1,8 +1,8 @@
 """Beyond Adam: the homogeneity rule against other optimizers, paired and tuned.
 
     python -m experiments.compare                       # the default run (≈ 5 min, 2 CPU cores)
-    python -m experiments.compare --dataset iris --seeds 10
-    python -m experiments.compare --quick               # a smoke test: 2 epochs, 1 lr, 2 seeds
+    python -m experiments.compare --dataset iris --seeds 10 --out runs/iris
+    python -m experiments.compare --quick --out runs/quick  # a smoke test: 2 epochs (Fashion-MNIST 1), 1 lr, 2 seeds
     python -m experiments.compare --protocol seed004    # backprop vs forward gradients (seed 004)
 
 **Methods** (``METHODS``; each with its learning-rate grid; the grids were
@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import dataclasses
 import math
 import pathlib
@@ -1021,6 +1022,16 @@ def _seed004_markdown(records, tasks, command, seconds, seeds) -> str:
 # CLI.
 
 
+def _datasets_it_would_drop(out: pathlib.Path, names) -> list[str]:
+  """The datasets of an existing ``out/compare.csv`` that are not in ``names``."""
+  path = out / "compare.csv"
+  if not path.is_file():
+    return []
+  with open(path, newline="") as f:
+    found = {row.get("dataset") for row in csv.DictReader(f)}
+  return sorted(d for d in found if d and d not in names)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1035,7 +1046,9 @@ def main(argv=None) -> int:
   parser.add_argument("--first-seed", type=int, default=0)
   parser.add_argument("--epochs", type=int, default=None, help="override every dataset's epochs")
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results"))
-  parser.add_argument("--data-dir", default=None, help="where KMNIST/MNIST files lie (IDX or tfds)")
+  parser.add_argument("--data-dir", default=None,
+                      help="directory with the image dataset's files (IDX or tfds): Fashion-MNIST"
+                      " for the default protocol, KMNIST for seed004")
   parser.add_argument("--workers", type=int, default=2, help="threads compiling programs (default 2)")
   parser.add_argument("--quick", action="store_true",
                       help="smoke test: few epochs, one lr per method, small Fashion-MNIST subset")
@@ -1044,6 +1057,17 @@ def main(argv=None) -> int:
     args.seeds = 2 if args.quick else (5 if args.protocol == "seed004" else 10)
   if args.seeds < 1:
     parser.error("--seeds must be >= 1")
+  if not 0 <= args.first_seed <= 2**32 - args.seeds:
+    # Seeds are uint32 PRNG keys: outside this range they would wrap around.
+    parser.error(f"--first-seed must be in [0, 2**32 - --seeds], got {args.first_seed}")
+  if args.epochs is not None and args.epochs < 1:
+    parser.error(f"--epochs must be >= 1, got {args.epochs}")
+  if args.protocol == "seed004":
+    ignored = [flag for flag, value in (("--dataset", args.dataset), ("--methods", args.methods),
+                                        ("--epochs", args.epochs)) if value is not None]
+    if ignored:
+      parser.error(f"{', '.join(ignored)} do(es) not apply to --protocol seed004 (its tasks,"
+                   " methods and epochs are the seed's)")
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   command = "python -m experiments.compare" + ("" if argv is None and len(sys.argv) <= 1 else
                                                " " + " ".join(sys.argv[1:] if argv is None else argv))
@@ -1065,6 +1089,12 @@ def main(argv=None) -> int:
       parser.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     methods = ["adam"] + [m for m in chosen if m != "adam"]
   names = args.dataset or list(DEFAULT_DATASETS)
+  dropped = _datasets_it_would_drop(args.out, names)
+  if dropped:
+    # compare.csv and compare.md are rebuilt from this run's datasets only.
+    parser.error(f"--out {args.out} holds compare results for {', '.join(dropped)}, which this run"
+                 f" ({', '.join(names)}) would drop from {args.out / 'compare.csv'}; use another"
+                 " --out, or move those files away first")
   print(f"compare: {len(methods)} methods × {len(names)} datasets × {args.seeds} paired seeds"
         f"{' (--quick)' if args.quick else ''} → {args.out / 'compare'}.*", flush=True)
 
@@ -1081,7 +1111,8 @@ def main(argv=None) -> int:
                                   data_dir=args.data_dir, epochs=args.epochs, workers=args.workers,
                                   progress=progress)
     except datasets.DatasetUnavailable as e:
-      print(f"  {name}: skipped, {str(e).splitlines()[0]}", file=sys.stderr)
+      where = f" (--data-dir {args.data_dir})" if args.data_dir else ""
+      print(f"  {name}: skipped{where}, " + str(e).replace("\n", "\n    "), file=sys.stderr)
       continue
     # Rewrite the outputs after every dataset, so an interrupted run keeps what it finished.
     write_outputs(args.out, results, command, time.perf_counter() - t0)

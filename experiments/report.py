@@ -22,6 +22,16 @@ COLUMNS = (
 )
 
 
+def _read_umask() -> int:
+  mask = os.umask(0o022)  # the only way to read it is to set it; restored at once
+  os.umask(mask)
+  return mask
+
+
+# Read once, at import (setting the umask, even briefly, is not thread-safe).
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: pathlib.Path | str, data: bytes) -> None:
   """Writes ``data`` to a temp file beside ``path``, fsyncs it, then renames it.
 
@@ -32,6 +42,8 @@ def atomic_write_bytes(path: pathlib.Path | str, data: bytes) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
+    # mkstemp creates the file 0600; give it the mode a plain open() would.
+    os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()

@@ -23,6 +23,7 @@ import dataclasses
 import pathlib
 import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -121,8 +122,9 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
                               loss_homogeneity=result.test_loss_h.tolist(), loss_adam=result.test_loss_a.tolist()),
                 curves=curves)
   name = output_name(table, data_name)
-  report.plot_row(out_dir / name / f"{row.id}.png", f"{name}: {row.label}", curves)
+  # The row's numbers first: a plotting failure must not lose the trained row.
   report.save_json(out_dir / name / "rows" / f"{row.id}.json", record)
+  report.plot_row(out_dir / name / f"{row.id}.png", f"{name}: {row.label}", curves)
   if ckpt_dir.exists():
     shutil.rmtree(ckpt_dir, ignore_errors=True)
   return summary
@@ -149,6 +151,19 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
       if old != tmp:
         shutil.rmtree(old, ignore_errors=True)
 
+  resume = None
+  try:
+    resume = _restore(trainer, seeds, config, ckpt_dir, checkpointer)
+  except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: start the row again
+    print(f"warning: checkpoint {ckpt_dir} is unreadable ({type(e).__name__}:"
+          f" {str(e).splitlines()[0] if str(e) else ''}); training row {config['row']} from epoch 0",
+          file=sys.stderr)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  return on_epoch_end, resume
+
+
+def _restore(trainer, seeds, config, ckpt_dir, checkpointer):
+  """(epoch, carry, history) from the checkpoint of this config, or None."""
   resume = None
   latest = ckpt_dir / "latest.json"
   if latest.exists():
@@ -179,7 +194,7 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
           chunks = [v[:, i] for i in range(meta["epoch"])]
         getattr(hist, k).extend(chunks)
       resume = (meta["epoch"], carry, hist)
-  return on_epoch_end, resume
+  return resume
 
 
 def write_table(table: str, data_name: str, out_dir: pathlib.Path) -> list[dict]:
@@ -189,11 +204,17 @@ def write_table(table: str, data_name: str, out_dir: pathlib.Path) -> list[dict]
   run (``--rows`` subset) finished it, in the table's order.
   """
   name = output_name(table, data_name)
-  records = []
+  records, first_seeds = [], {}
   for row in table_rows(table):
     path = out_dir / name / "rows" / f"{row.id}.json"
     if path.exists():
-      records.append(report.load_json(path)["summary"])
+      try:
+        record = _load_row(path)
+      except ValueError as e:
+        print(f"warning: {e}; row {row.id} left out of the table", file=sys.stderr)
+        continue
+      records.append(record["summary"])
+      first_seeds[row.id] = record["config"]["seeds"][0]
   if not records:
     return records
   report.write_csv(out_dir / f"{name}.csv", records)
@@ -203,12 +224,13 @@ def write_table(table: str, data_name: str, out_dir: pathlib.Path) -> list[dict]
     notes.append(f"**Stand-in data:** these rows ran on `{data_name}` with the {TABLES[table][0]}"
                  f" protocol; the published numbers are {TABLES[table][0]} results.")
   all_ids = [r.id for r in table_rows(table)]
-  for seeds in sorted({r["seeds"] for r in records}):
-    done_ids = [r["row_id"] for r in records if r["seeds"] == seeds]
+  for first, seeds in sorted({(first_seeds[r["row_id"]], r["seeds"]) for r in records}):
+    done_ids = [r["row_id"] for r in records
+                if r["seeds"] == seeds and first_seeds[r["row_id"]] == first]
     rows_arg = "" if done_ids == all_ids else " --rows " + ",".join(done_ids)
     notes.append(f"Command: `python -m experiments.reproduce --table {table}"
                  f"{'' if data_name == TABLES[table][1] else ' --data ' + data_name}"
-                 f" --seeds {seeds}{rows_arg}`")
+                 f" --seeds {seeds}{f' --first-seed {first}' if first else ''}{rows_arg}`")
   report.atomic_write_text(out_dir / f"{name}.md", report.markdown_table(records, title, notes))
   report.plot_forest(out_dir / name / "forest.png", records, title)
   hybrid = [r for r in records if r["variant"] == "HYBRID"]
@@ -233,14 +255,40 @@ def _remove_stale_temp_files(out_dir: pathlib.Path, name: str, rows) -> None:
     path.unlink(missing_ok=True)
 
 
-def _is_done(path: pathlib.Path, seeds, data_name, table) -> bool:
-  if not path.exists():
-    return False
+def _load_row(path: pathlib.Path) -> dict:
+  """A finished row's record, or a ValueError naming the file."""
   try:
-    cfg = report.load_json(path)["config"]
-  except (OSError, ValueError, KeyError):
-    return False
-  return cfg.get("seeds") == [int(s) for s in seeds] and cfg.get("data") == data_name and cfg.get("table") == table
+    record = report.load_json(path)
+    config, summary = record["config"], record["summary"]
+    if not (isinstance(config, dict) and isinstance(summary, dict) and config["seeds"]):
+      raise TypeError("config and summary must be objects, with seeds")
+  except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+    raise ValueError(f"row file {path} is unreadable ({type(e).__name__}: {e})") from None
+  return record
+
+
+def _row_status(path: pathlib.Path, seeds, data_name, table) -> str:
+  """"missing", "done" (this run's config), "other" (another run's) or "unreadable"."""
+  if not path.exists():
+    return "missing"
+  try:
+    cfg = _load_row(path)["config"]
+  except ValueError:
+    return "unreadable"
+  same = (cfg.get("seeds") == [int(s) for s in seeds] and cfg.get("data") == data_name
+          and cfg.get("table") == table)
+  return "done" if same else "other"
+
+
+def _check_out(out: pathlib.Path) -> str | None:
+  """None if ``--out`` is (or can be made) a writable directory, else why not."""
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+      pass
+  except OSError as e:
+    return f"--out {out}: {e.strerror or e}"
+  return None
 
 
 def main(argv=None) -> int:
@@ -260,16 +308,31 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error("--seeds must be >= 1")
+  if not 0 <= args.first_seed <= 2**32 - args.seeds:
+    # Seeds are uint32 PRNG keys: outside this range they would wrap around.
+    parser.error(f"--first-seed must be in [0, 2**32 - --seeds], got {args.first_seed}")
+  if args.checkpoint_every < 0:
+    parser.error("--checkpoint-every must be >= 0 (0: no checkpoints)")
+  row_ids = args.rows.split(",") if args.rows else None
+  if row_ids and len(set(row_ids)) != len(row_ids):
+    parser.error(f"--rows: a row id is given twice: {args.rows}")
 
   data_name = args.data or TABLES[args.table][1]
-  rows = table_rows(args.table, args.rows.split(",") if args.rows else None)
+  rows = table_rows(args.table, row_ids)
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   name = output_name(args.table, data_name)
+  problem = _check_out(args.out)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
   try:
     data = datasets.load(data_name, data_dir=args.data_dir)
   except datasets.DatasetUnavailable as e:
     hint = " Or run the same protocol on Fashion-MNIST: --data fashion_mnist." if data_name == "mnist" else ""
     print(f"error: {e}{hint}", file=sys.stderr)
+    return 2
+  except (ValueError, OSError) as e:  # unknown name, damaged file (the message names it)
+    print(f"error: --data {data_name}: {e}", file=sys.stderr)
     return 2
   stand_in = data_name != TABLES[args.table][1]
   print(f"table {args.table}: {len(rows)} rows × {args.seeds} paired seeds on {data_name}"
@@ -277,7 +340,22 @@ def main(argv=None) -> int:
         + f" → {args.out / name}.csv", flush=True)
 
   _remove_stale_temp_files(args.out, name, rows)
-  todo = [r for r in rows if not _is_done(args.out / name / "rows" / f"{r.id}.json", seeds, data_name, args.table)]
+  row_path = lambda r: args.out / name / "rows" / f"{r.id}.json"  # noqa: E731
+  status = {r.id: _row_status(row_path(r), seeds, data_name, args.table) for r in rows}
+  other = [str(row_path(r)) for r in rows if status[r.id] == "other"]
+  if other:
+    # Never overwrite a finished row of another run (other seeds, data or table).
+    print(f"error: {', '.join(other)} hold{'s' if len(other) == 1 else ''} finished rows of a run"
+          f" with other settings (seeds, --data or --table); rerun with another --out, or move"
+          f" {'it' if len(other) == 1 else 'them'} away first", file=sys.stderr)
+    return 2
+  for r in rows:
+    if status[r.id] == "unreadable":
+      aside = row_path(r).with_name(row_path(r).name + ".unreadable")
+      row_path(r).replace(aside)
+      print(f"warning: row file {row_path(r)} is unreadable; moved to {aside.name}, training"
+            f" row {r.id} again", file=sys.stderr)
+  todo = [r for r in rows if status[r.id] != "done"]
   for r in rows:
     if r not in todo:
       print(f"  {r.id}: already done, skipped")
@@ -289,8 +367,17 @@ def main(argv=None) -> int:
   for row in todo:
     if bar is not None:
       bar.set_description(row.id)
-    s = run_row(row, table=args.table, data_name=data_name, data=data, seeds=seeds, out_dir=args.out,
-                checkpoint_every=args.checkpoint_every, progress=bar.update if bar else None)
+    try:
+      s = run_row(row, table=args.table, data_name=data_name, data=data, seeds=seeds, out_dir=args.out,
+                  checkpoint_every=args.checkpoint_every, progress=bar.update if bar else None)
+    except KeyboardInterrupt:
+      if bar is not None:
+        bar.close()
+      resume = (" resumes from its last checkpoint" if args.checkpoint_every
+                else " starts again (--checkpoint-every N would let it resume)")
+      print(f"interrupted during row {row.id}: finished rows are in {args.out / name}/rows/;"
+            f" rerun the same command to go on (row {row.id}{resume})", file=sys.stderr)
+      return 130
     write_table(args.table, data_name, args.out)
     msg = (f"  {row.id:>16}: homogeneity {s['acc_homogeneity_mean']:6.2f}  Adam {s['acc_adam_mean']:6.2f}"
            f"  diff {s['diff_mean']:+6.2f} [{s['diff_ci95_low']:+.2f}, {s['diff_ci95_high']:+.2f}]"

@@ -1,0 +1,192 @@
+"""The experiment CLIs on bad input: a clear error naming the argument or file,
+and nothing already computed lost (``experiments.reproduce``, ``experiments.compare``)."""
+
+import csv
+import os
+import stat
+
+import pytest
+
+from experiments import compare, report, reproduce
+
+ROW = "B-A-2"  # 2 full-batch steps: the cheapest row of the Iris table.
+
+
+def _no_plots(monkeypatch):
+  for name in ("plot_row", "plot_forest", "plot_beta_sweep"):
+    monkeypatch.setattr(report, name, lambda *args, **kwargs: None)
+
+
+def _run(out, *extra, seeds=2, rows=ROW):
+  return reproduce.main(["--table", "iris", "--seeds", str(seeds), "--rows", rows,
+                         "--out", str(out), "--quiet", *extra])
+
+
+def _row_file(out, row=ROW):
+  return out / "iris" / "rows" / f"{row}.json"
+
+
+def _no_training(monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError("nothing should train")
+  monkeypatch.setattr(reproduce, "run_row", fail)
+
+
+# ---------------------------------------------------------------------------
+# reproduce: arguments checked before anything trains.
+
+
+@pytest.mark.parametrize("argv, argument", [
+    (["--first-seed", "-1"], "--first-seed"),
+    (["--first-seed", str(2**32 - 1)], "--first-seed"),  # with --seeds 2: wraps around
+    (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--rows", f"{ROW},{ROW}"], "--rows"),
+])
+def test_reproduce_rejects_bad_arguments(tmp_path, monkeypatch, capsys, argv, argument):
+  _no_training(monkeypatch)
+  base = ["--table", "iris", "--seeds", "2", "--out", str(tmp_path), "--quiet"]
+  if "--rows" not in argv:
+    base += ["--rows", ROW]
+  with pytest.raises(SystemExit) as info:
+    reproduce.main(base + argv)
+  assert info.value.code == 2
+  assert argument in capsys.readouterr().err
+
+
+def test_reproduce_out_that_is_a_file(tmp_path, monkeypatch, capsys):
+  _no_training(monkeypatch)
+  target = tmp_path / "a-file"
+  target.write_text("not a directory")
+  assert _run(target) == 2
+  err = capsys.readouterr().err
+  assert "--out" in err and str(target) in err
+  assert target.read_text() == "not a directory"
+
+
+def test_reproduce_unknown_dataset(tmp_path, monkeypatch, capsys):
+  _no_training(monkeypatch)
+  assert _run(tmp_path, "--data", "nosuch") == 2
+  assert "--data nosuch" in capsys.readouterr().err
+
+
+def test_reproduce_interrupted_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+  def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(reproduce, "run_row", interrupt)
+  assert _run(tmp_path) == 130
+  err = capsys.readouterr().err
+  assert f"interrupted during row {ROW}" in err and "rerun the same command" in err
+
+
+# ---------------------------------------------------------------------------
+# reproduce: finished work is kept.
+
+
+def test_reproduce_keeps_finished_rows(tmp_path, monkeypatch, capsys, persistent_cache):
+  _no_plots(monkeypatch)
+  assert _run(tmp_path, "--first-seed", "5") == 0
+  finished = _row_file(tmp_path).read_bytes()
+  # The table's command names the first seed, so that it reruns the same seeds.
+  assert f"--seeds 2 --first-seed 5 --rows {ROW}`" in (tmp_path / "iris.md").read_text()
+  # The same command again skips the row.
+  assert _run(tmp_path, "--first-seed", "5") == 0
+  assert "already done, skipped" in capsys.readouterr().out
+  # Another run into the same folder must not overwrite it.
+  _no_training(monkeypatch)
+  assert _run(tmp_path, seeds=3) == 2
+  err = capsys.readouterr().err
+  assert str(_row_file(tmp_path)) in err and "another --out" in err
+  assert _row_file(tmp_path).read_bytes() == finished
+
+
+def test_reproduce_unreadable_row_files(tmp_path, monkeypatch, capsys, persistent_cache):
+  _no_plots(monkeypatch)
+  bad = _row_file(tmp_path)
+  bad.parent.mkdir(parents=True)
+  bad.write_text('{"config": {"seeds": [0, 1], "da')  # truncated
+  other = _row_file(tmp_path, "B-A-3")  # a row this run does not train
+  other.write_text("[1, 2]")
+  assert _run(tmp_path) == 0
+  err = capsys.readouterr().err
+  # The damaged file of the row is kept aside, named, and the row trained again.
+  aside = bad.with_name(bad.name + ".unreadable")
+  assert str(bad) in err and aside.read_text() == '{"config": {"seeds": [0, 1], "da'
+  assert reproduce._row_status(bad, [0, 1], "iris", "iris") == "done"
+  # The other row's damaged file is named and left out of the table, untouched.
+  assert str(other) in err and other.read_text() == "[1, 2]"
+  with open(tmp_path / "iris.csv") as f:
+    assert [r["row_id"] for r in csv.DictReader(f)] == [ROW]
+
+
+def test_reproduce_unreadable_checkpoint_restarts_the_row(tmp_path, monkeypatch, capsys,
+                                                          persistent_cache):
+  _no_plots(monkeypatch)
+  ckpt = tmp_path / "checkpoints" / ROW
+  ckpt.mkdir(parents=True)
+  (ckpt / "latest.json").write_text('{"config": {"tab')  # truncated
+  epochs = []
+  original = reproduce.train.train_paired
+
+  def spy(*args, **kwargs):
+    epochs.append(kwargs.get("resume"))
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(reproduce.train, "train_paired", spy)
+  assert _run(tmp_path, "--checkpoint-every", "1") == 0
+  err = capsys.readouterr().err
+  assert f"checkpoint {ckpt.absolute()} is unreadable" in err and "from epoch 0" in err
+  assert epochs == [None]  # trained from the start
+  assert reproduce._row_status(_row_file(tmp_path), [0, 1], "iris", "iris") == "done"
+
+
+def test_row_file_is_written_before_its_plot(tmp_path, monkeypatch, persistent_cache):
+  def broken_plot(*args, **kwargs):
+    raise OSError("disk full while plotting")
+  monkeypatch.setattr(report, "plot_row", broken_plot)
+  row = {r.id: r for r in reproduce.table_rows("iris")}[ROW]
+  with pytest.raises(OSError, match="plotting"):
+    reproduce.run_row(row, table="iris", data_name="iris", data=reproduce.datasets.load("iris"),
+                      seeds=[0, 1], out_dir=tmp_path)
+  assert reproduce._row_status(_row_file(tmp_path), [0, 1], "iris", "iris") == "done"
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+  # mkstemp makes 0600 files; results must be readable like any other file.
+  path = tmp_path / "table.csv"
+  report.atomic_write_text(path, "a,b\n")
+  mask = os.umask(0o022)
+  os.umask(mask)
+  assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+# ---------------------------------------------------------------------------
+# compare.
+
+
+@pytest.mark.parametrize("argv, argument", [
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "-2"], "--epochs"),
+    (["--first-seed", "-1"], "--first-seed"),
+    (["--protocol", "seed004", "--dataset", "iris"], "--dataset"),
+    (["--protocol", "seed004", "--methods", "adam"], "--methods"),
+    (["--protocol", "seed004", "--epochs", "1"], "--epochs"),
+])
+def test_compare_rejects_bad_arguments(tmp_path, monkeypatch, capsys, argv, argument):
+  for name in ("run_dataset", "run_seed004"):
+    monkeypatch.setattr(compare, name, lambda *a, **k: pytest.fail("nothing should run"))
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--out", str(tmp_path), "--quick"] + argv)
+  assert info.value.code == 2
+  assert argument in capsys.readouterr().err
+
+
+def test_compare_does_not_drop_other_datasets(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(compare, "run_dataset", lambda *a, **k: pytest.fail("nothing should run"))
+  table = tmp_path / "compare.csv"
+  table.write_text("dataset,method\ndigits,adam\niris,adam\n")
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--out", str(tmp_path), "--dataset", "iris", "--quick"])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert "digits" in err and str(table) in err
+  assert table.read_text() == "dataset,method\ndigits,adam\niris,adam\n"
