@@ -31,9 +31,11 @@ Two more arms make the bound explicit (Part I, one leaf, ``--leaves 1``):
 
 * ``pass1``: N and D alone, in the cheapest XLA formulation found — a
   ``fori_loop`` over blocks of ``BLOCK`` elements, each block's θ, u, ā read
-  once for both sums (3 arrays: 12·P bytes). Its time is a lower bound on any
-  XLA-compiled step: XLA:CPU runs each reduction on one thread, so this pass
-  cannot go faster by being part of a larger program.
+  once for both sums (3 arrays: 12·P bytes). Above the cache (P ≥ 1e7) its
+  time estimates what any XLA-compiled step spends on N and D. It is an
+  estimate, not a proof: a formulation not found could be faster. In cache
+  (P ≤ 1e6) it is no bound at all: its time includes a call's fixed cost,
+  and homax's own step beats the "bound" there.
 * ``part1-blocked``: a prototype (not in homax) of the whole Part I update as
   two blocked ``fori_loop`` passes — the pass above, then every output block
   computed from in-cache inputs and written in place — i.e. the two-pass
@@ -42,7 +44,7 @@ Two more arms make the bound explicit (Part I, one leaf, ``--leaves 1``):
   order).
 
 From ``pass1``, the best fraction of copy bandwidth an XLA-compiled Part I
-step can reach is ``48·P / (t_pass1 + 36·P / copy_bw) / copy_bw``: the
+step can reach (the estimate above) is ``48·P / (t_pass1 + 36·P / copy_bw) / copy_bw``: the
 second pass (9 arrays, 36·P bytes) at exactly copy speed, after the first.
 
 Timing: each configuration is called back to back, its outputs fed to the
@@ -358,7 +360,8 @@ def main(argv=None):
                     statistic="median of back-to-back donated calls, arms interleaved"),
       rows=rows,
   )
-  common.write("memory", args, record, info)
+  common.write("memory", args, record, info,
+               partial=args.sizes is not None or args.leaves != 1)
   return record
 
 
@@ -374,7 +377,7 @@ def main_sums_forms(args):
   print(common.table(rows, SUMS_COLUMNS))
   record = dict(settings=dict(sizes=sizes, statistic="median of interleaved donated calls;"
                               " ratio: median of per-call ratios"), rows=rows)
-  common.write("memory_sums", args, record, info)
+  common.write("memory_sums", args, record, info, partial=args.sizes is not None)
   return record
 
 

@@ -202,7 +202,8 @@ def main(argv=None):
                     arms=arms),
       rows=rows,
   )
-  common.write("overhead", args, record, info)
+  common.write("overhead", args, record, info,
+               partial=args.configs is not None or args.steps is not None)
   return record
 
 

@@ -190,7 +190,8 @@ def main(argv=None):
                     statistic="median over interleaved repetitions of a whole run / steps"),
       rows=rows,
   )
-  common.write("torch", args, record, info)
+  common.write("torch", args, record, info,
+               partial=list(args.batches) != list(BATCHES) or args.steps is not None)
   return record
 
 

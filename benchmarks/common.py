@@ -167,20 +167,32 @@ def output_name(bench: str, args) -> str:
   return name + (f"_{args.tag}" if args.tag else "")
 
 
-def write(bench: str, args, record: dict[str, Any], info: dict[str, Any]) -> list[pathlib.Path]:
-  """Writes ``{"machine": info, **record}`` to both output directories."""
+def write(bench: str, args, record: dict[str, Any], info: dict[str, Any],
+          partial: bool = False) -> list[pathlib.Path]:
+  """Writes ``{"machine": info, **record}`` to the output directories.
+
+  ``benchmarks/results/`` (committed, read by ``summarize``) gets only full
+  runs: a ``--quick`` run, and a ``partial`` one (a subset of the configs,
+  sizes or problems) without a ``--tag``, go to ``benchmarks/out/`` alone, so
+  that they cannot replace a full run's record under the same name.
+  """
   info = dict(info)
   info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-  payload = {"benchmark": bench, "quick": bool(args.quick), "machine": info, **record}
+  payload = {"benchmark": bench, "quick": bool(args.quick), "partial": bool(partial),
+             "machine": info, **record}
   if args.no_write:
     return []
+  keep = not args.quick and (not partial or bool(args.tag))
   paths = []
-  for d in OUT_DIRS:
+  for d in OUT_DIRS if keep else OUT_DIRS[:1]:
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{output_name(bench, args)}.json"
     path.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
     paths.append(path)
   print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
+  if not keep:
+    print("(a --quick or partial run: not written to benchmarks/results/; give a partial run"
+          " --tag NAME to keep it there)")
   return paths
 
 

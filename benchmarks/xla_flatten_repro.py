@@ -101,6 +101,10 @@ def main(argv=None):
     raise SystemExit("xla_flatten_repro: a CPU-only repro (thread count and XLA:CPU flags).")
   reps = 3 if args.quick else 7
   procs = 1 if args.quick else 3
+  # The children run on the CPU; so does this process, so that the record's
+  # device and file name say cpu on a machine with a GPU too.
+  args.platform = "cpu"
+  common.setup_platform(args)
   info = common.machine_info()
   print(common.header("optax.flatten-like step without homax: XLA:CPU threads × YNNPACK", info))
   cpus = sorted(os.sched_getaffinity(0))

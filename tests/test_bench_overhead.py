@@ -27,3 +27,29 @@ def test_xla_flatten_repro_times_its_step():
   from benchmarks import xla_flatten_repro
   res = xla_flatten_repro._child("no_sums", 1)
   assert res["us_per_step"] > 0 and len(res["times_s"]) == 1
+
+
+@pytest.mark.parametrize("quick, partial, tag, kept", [
+    (False, False, "", True),        # a full run: its committed record
+    (True, False, "", False),        # --quick: benchmarks/out/ only
+    (False, True, "", False),        # a subset without --tag: benchmarks/out/ only
+    (False, True, "b420only", True),  # a subset under its own name
+    (True, True, "b420only", False),  # --quick never replaces a record
+])
+def test_only_full_or_tagged_runs_reach_the_committed_results(tmp_path, monkeypatch, quick, partial,
+                                                               tag, kept):
+  import argparse
+  import json
+
+  from benchmarks import common
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  args = argparse.Namespace(quick=quick, no_write=False, tag=tag)
+  paths = common.write("overhead", args, {"rows": []}, {}, partial=partial)
+  name = common.output_name("overhead", args) + ".json"
+  assert (out / name).exists()
+  assert (results / name).exists() == kept
+  assert len(paths) == (2 if kept else 1)
+  record = json.loads((out / name).read_text())
+  assert record["quick"] == quick and record["partial"] == partial
