@@ -1107,6 +1107,15 @@ def main(argv=None) -> int:
   results = {}
   for name in names:
     try:
+      # A damaged file is bad input, not a reason to skip: stop, naming it.
+      # (Loading twice is cheap: the tabular sets are small, decoded IDX files cached.)
+      load_data(name, quick=args.quick, data_dir=args.data_dir)
+    except datasets.DatasetUnavailable:
+      pass  # reported below, where the dataset is skipped
+    except (ValueError, OSError) as e:
+      print(f"error: {name}: {e}", file=sys.stderr)
+      return 2
+    try:
       results[name] = run_dataset(name, seeds=seeds, methods=methods, quick=args.quick,
                                   data_dir=args.data_dir, epochs=args.epochs, workers=args.workers,
                                   progress=progress)

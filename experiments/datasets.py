@@ -594,6 +594,8 @@ def load(name: str, *, data_dir=None, seed: int = 0,
   """
   if name not in _LOADERS:
     raise ValueError(f"Unknown dataset {name!r}; known: {', '.join(NAMES)}.")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
   dataset = _LOADERS[name](name, data_dir=data_dir, seed=seed, **kwargs)
   x_train, y_train = _take(name, "train", train_size, dataset.x_train,
                            dataset.y_train)

@@ -190,3 +190,23 @@ def test_compare_does_not_drop_other_datasets(tmp_path, monkeypatch, capsys):
   err = capsys.readouterr().err
   assert "digits" in err and str(table) in err
   assert table.read_text() == "dataset,method\ndigits,adam\niris,adam\n"
+
+
+def test_damaged_dataset_file_stops_both_clis_naming_it(tmp_path, monkeypatch, capsys):
+  from test_bad_input import _image_dir
+  from experiments import datasets
+  (tmp_path / "data").mkdir()
+  paths = _image_dir(tmp_path / "data")
+  damaged = paths["train-labels"]
+  damaged.write_bytes(damaged.read_bytes()[:-3])
+  datasets.clear_cache()
+  _no_training(monkeypatch)
+  monkeypatch.setattr(compare, "run_dataset", lambda *a, **k: pytest.fail("nothing should run"))
+  assert reproduce.main(["--table", "mnist", "--data", "fashion_mnist", "--data-dir",
+                         str(tmp_path / "data"), "--seeds", "1", "--out", str(tmp_path / "r"),
+                         "--quiet"]) == 2
+  assert str(damaged) in capsys.readouterr().err
+  assert compare.main(["--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"),
+                       "--quick", "--out", str(tmp_path / "c")]) == 2
+  assert str(damaged) in capsys.readouterr().err
+  datasets.clear_cache()

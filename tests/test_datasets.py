@@ -166,6 +166,10 @@ def test_subset_sizes():
   for bad in (0, 2000, 1.5, True):
     with pytest.raises(ValueError, match="train_size"):
       datasets.load("iris", train_size=bad)
+  for bad in (-1, 1.5, True, "0"):
+    with pytest.raises(ValueError, match="seed"):
+      datasets.load("iris", seed=bad)
+  assert sizes(datasets.load("iris", seed=np.int64(3))) == sizes(datasets.load("iris"))
 
 
 # --------------------------------------------------------------------------
