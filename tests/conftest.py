@@ -30,4 +30,7 @@ def assert_trees_identical(a, b):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert jnp.result_type(x) == jnp.result_type(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    x, y = np.asarray(x), np.asarray(y)
+    np.testing.assert_array_equal(x, y)  # a readable message where values differ
+    # Bits, too: assert_array_equal calls -0.0 equal to 0.0 and NaN equal to NaN.
+    assert x.shape == y.shape and x.tobytes() == y.tobytes()

@@ -67,7 +67,7 @@ def test_homogeneity_rejects_bad_learning_rate(lr):
     homax.homogeneity(lr)
 
 
-@pytest.mark.parametrize("lr", [-1e-3, 0.0, NAN])
+@pytest.mark.parametrize("lr", [-1e-3, 0.0, NAN, INF])
 @pytest.mark.parametrize("argument", ["learning_rate", "homogeneity_learning_rate"])
 def test_paper_optimizer_rejects_bad_learning_rates(argument, lr):
   with raises_naming(ValueError, argument, ["> 0"]):
@@ -95,8 +95,9 @@ def test_learning_rate_of_another_type_is_checked_too(lr):
   # array of several values is not a learning rate.
   with raises_naming(ValueError, "learning_rate", ["> 0"]):
     homax.homogeneity(lr)
-  with raises_naming(ValueError, "homogeneity_learning_rate", ["> 0"]):
-    paper("A-B", homogeneity_learning_rate=lr)
+  for argument in ("learning_rate", "homogeneity_learning_rate"):
+    with raises_naming(ValueError, argument, ["> 0"]):
+      paper("A-B", **{argument: lr})
 
 
 def test_learning_rate_injected_as_zero_is_accepted():
@@ -109,16 +110,26 @@ def test_learning_rate_injected_as_zero_is_accepted():
   chex.assert_trees_all_close(updates, grads)
 
 
-def test_lambda_schedule_inside_inject_hyperparams_says_what_to_do():
+def test_callables_inside_inject_hyperparams_say_what_to_do():
   factory = optax.inject_hyperparams(homax.homogeneity)
   with raises_naming(ValueError, "lambda_schedule", ["static_args"]):
     factory(learning_rate=1e-2, lambda_schedule=homax.lambda_schedules.dynamic()).init(params_tree())
+  factory = optax.inject_hyperparams(homax.homogeneity, static_args=("lambda_schedule",))
+  with raises_naming(ValueError, "initial_average", ["static_args"]):
+    factory(learning_rate=1e-2, initial_average=lambda p: p).init(params_tree())
 
 
 @pytest.mark.parametrize("eps", [None, -1e-8, NAN, INF, "1e-8", np.ones(2)])
 def test_bad_eps(eps):
   with raises_naming(ValueError, "eps", [">= 0"]):
     homax.homogeneity(1e-2, eps=eps)
+  params = params_tree()
+  with raises_naming(ValueError, "eps", [">= 0"]):
+    homax.sums(params, params, eps=eps)
+  with raises_naming(ValueError, "eps", [">= 0"]):
+    homax.similarity(params, params, eps=eps)
+  with raises_naming(ValueError, "eps", [">= 0"]):
+    homax.homogeneity_derivative(params, params, 0.5, eps=eps)
 
 
 def test_python_float_params():
@@ -169,20 +180,25 @@ def test_total_steps_accepts_numpy_integers():
 
 
 @pytest.mark.parametrize("argument", ["train_samples", "batch_size", "epochs"])
-@pytest.mark.parametrize("bad", [0, -32, 2.5])
+@pytest.mark.parametrize("bad", [0, -32, 2.5, "32", True])
 def test_total_steps_helper_names_its_bad_argument(argument, bad):
   kwargs = dict(train_samples=90, batch_size=32, epochs=10) | {argument: bad}
   with raises_naming(ValueError, argument, [">= 1"]):
     homax.total_steps(**kwargs)
 
 
-def test_complete_rejects_arguments_it_would_ignore():
-  # Part I rejects beta and lambda_value; COMPLETE must not silently drop them.
-  with raises_naming(ValueError, "beta", ["HYBRID"]):
-    paper("COMPLETE", lambda_type="dynamic", beta=0.5)
-  for lambda_type in ("linear", "dynamic"):
-    with raises_naming(ValueError, "lambda_value", ["'fixed'"]):
-      paper("COMPLETE", lambda_type=lambda_type, lambda_value=0.3)
+@pytest.mark.parametrize("variant", ["A-A", "A-B", "B-A", "B-B", "HYBRID", "COMPLETE"])
+def test_variants_reject_arguments_they_would_ignore(variant):
+  # beta is HYBRID's; lambda_value is COMPLETE's with lambda_type='fixed'.
+  if variant != "HYBRID":
+    with raises_naming(ValueError, "beta", ["HYBRID"]):
+      paper(variant, beta=0.5)
+  with raises_naming(ValueError, "lambda_value", ["'fixed'"]):
+    paper(variant, lambda_value=0.3)
+  if variant == "COMPLETE":
+    for lambda_type in ("linear", "dynamic"):
+      with raises_naming(ValueError, "lambda_value", ["'fixed'"]):
+        paper(variant, lambda_type=lambda_type, lambda_value=0.3)
 
 
 # ---------------------------------------------------------------------------
@@ -200,6 +216,19 @@ def test_empty_ablation_name_is_not_the_default(variant, argument, allowed):
   # None keeps the paper's rule and direction; "" is an unknown name.
   with raises_naming(ValueError, argument, allowed):
     paper(variant, **{argument: ""})
+
+
+def test_empty_names_are_unknown_names():
+  with raises_naming(ValueError, "variant", homax.VARIANTS):
+    homax.paper_optimizer("", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+  with raises_naming(ValueError, "lambda_type", ("fixed", "linear", "dynamic")):
+    paper("COMPLETE", lambda_type="")
+  with raises_naming(ValueError, "lambda_type"):
+    paper("A-B", lambda_type="")
+  for argument, allowed in (("rule", homax.RULES), ("direction", ("descend", "ascend")),
+                            ("step", ("adam", "sgd"))):
+    with raises_naming(ValueError, argument, allowed):
+      homax.homogeneity(1e-2, **{argument: ""})
 
 
 def test_unknown_rule():
@@ -408,6 +437,10 @@ def test_low_precision_params(dtype, variant):
   n, d = homax.sums(params, st.running_average)
   assert n.dtype == d.dtype == jnp.float32
   assert st.similarity.dtype == jnp.float32 and np.isfinite(float(st.similarity))
+  assert st.homogeneity.dtype == jnp.float32 and st.lam.dtype == jnp.float32
+  for leaf in jax.tree.leaves(st.step_state):  # the step optimizer's state
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      assert leaf.dtype == jnp.float32
   for leaf in jax.tree.leaves((params, updates)):
     assert np.isfinite(np.asarray(leaf, np.float32)).all()
 

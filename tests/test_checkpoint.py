@@ -130,6 +130,7 @@ def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache)
   assert len(calls) == 1 and calls[0] is not None and calls[0][0] == 1
 
   resumed = report.load_json(out / "iris" / "rows" / f"{ROW}.json")
+  assert resumed["config"] == full["config"]
   assert resumed["per_seed"] == full["per_seed"]  # exact: floats through JSON
   assert resumed["curves"] == full["curves"]
   drop = lambda s: {k: v for k, v in s.items() if k != "seconds"}

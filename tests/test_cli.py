@@ -63,6 +63,18 @@ def test_reproduce_out_that_is_a_file(tmp_path, monkeypatch, capsys):
   assert target.read_text() == "not a directory"
 
 
+def test_reproduce_out_that_cannot_be_written(tmp_path, monkeypatch, capsys):
+  # (Tests may run as root, for whom no directory is read-only: the write fails here.)
+  _no_training(monkeypatch)
+
+  def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(reproduce.tempfile, "TemporaryFile", refuse)
+  assert _run(tmp_path / "out") == 2
+  err = capsys.readouterr().err
+  assert f"--out {tmp_path / 'out'}: Permission denied" in err
+
+
 def test_reproduce_unknown_dataset(tmp_path, monkeypatch, capsys):
   _no_training(monkeypatch)
   assert _run(tmp_path, "--data", "nosuch") == 2
@@ -84,7 +96,23 @@ def test_reproduce_interrupted_says_how_to_go_on(tmp_path, monkeypatch, capsys):
 
 def test_reproduce_keeps_finished_rows(tmp_path, monkeypatch, capsys, persistent_cache):
   _no_plots(monkeypatch)
+  written = []
+  original = report.atomic_write_bytes
+
+  def spy(path, data):
+    written.append(os.path.abspath(path))
+    return original(path, data)
+
+  monkeypatch.setattr(report, "atomic_write_bytes", spy)
   assert _run(tmp_path, "--first-seed", "5") == 0
+  # Every output file went through the temp-file-and-rename write, and has
+  # the mode a plain open() gives.
+  mask = os.umask(0o022)
+  os.umask(mask)
+  files = [p for p in tmp_path.rglob("*") if p.is_file()]
+  assert {os.path.abspath(p) for p in files} == set(written) and len(files) == 3
+  for p in files:
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p
   finished = _row_file(tmp_path).read_bytes()
   # The table's command names the first seed, so that it reruns the same seeds.
   assert f"--seeds 2 --first-seed 5 --rows {ROW}`" in (tmp_path / "iris.md").read_text()
@@ -167,6 +195,7 @@ def test_written_files_get_the_usual_mode(tmp_path):
     (["--epochs", "0"], "--epochs"),
     (["--epochs", "-2"], "--epochs"),
     (["--first-seed", "-1"], "--first-seed"),
+    (["--first-seed", str(2**32 - 1)], "--first-seed"),  # with 2 seeds: wraps around
     (["--protocol", "seed004", "--dataset", "iris"], "--dataset"),
     (["--protocol", "seed004", "--methods", "adam"], "--methods"),
     (["--protocol", "seed004", "--epochs", "1"], "--epochs"),

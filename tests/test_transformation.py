@@ -422,6 +422,24 @@ def test_one_adam_step_by_hand():
   assert int(homax.find_state(state).step_state[0].count) == 1
 
 
+@pytest.mark.parametrize("name, transformation", [
+    ("adam", lambda: optax.adam(0.1, b1=0.9, b2=0.999, eps=1e-8)),
+    ("sgd", lambda: optax.sgd(0.1)),
+])
+def test_step_accepts_any_optax_transformation(name, transformation):
+  # The named steps are these optax transformations: passed as objects they
+  # give the same updates (to the last bits, which the materialized step
+  # input of a non-"sgd" step may move), and another one gives others.
+  def run(step):
+    opt = optax.chain(optax.adam(0.1), homax.homogeneity(0.1, step=step, initial_average=AVERAGE))
+    return np.asarray(three_steps(opt, PARAMS, GRADS)[0])
+
+  named = run(name)
+  np.testing.assert_allclose(run(transformation()), named, rtol=1e-6, atol=0)
+  other = run(optax.sgd(0.1, momentum=0.9) if name == "sgd" else optax.adam(0.1, b1=0.5))
+  assert np.max(np.abs(other - named)) > 1e-3 * np.max(np.abs(named - run(optax.identity())))
+
+
 def _cases(theta, avg):
   out = []
   for x, y in zip(np.asarray(theta).tolist(), np.asarray(avg).tolist()):

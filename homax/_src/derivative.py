@@ -16,10 +16,12 @@ concatenates all tensors of the model), accumulated in at least float32.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 PyTree = Any
@@ -35,6 +37,34 @@ def _check_rule(rule: str) -> None:
 def _accumulation_dtype(dtype) -> jnp.dtype:
   """At least float32, whatever the params' dtype (bfloat16 sums overflow)."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+def _concrete_scalar(value, name: str, requirement: str):
+  """``value`` as a Python float if it is a concrete real scalar, else ``None``.
+
+  Python and NumPy numbers and concrete 0-d arrays are read; traced values
+  (inside ``jit``) return ``None``. Strings, booleans, non-numeric objects and
+  arrays with more than one element raise a ``ValueError`` naming ``name``.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return None
+  if isinstance(value, (bool, np.bool_, str, bytes)):
+    raise ValueError(f"{name} must be {requirement}, got {value!r}.")
+  try:
+    array = np.asarray(value)
+  except Exception:  # noqa: BLE001 - any object numpy cannot read is bad input
+    raise ValueError(f"{name} must be {requirement}, got {value!r}.") from None
+  if array.ndim != 0 or not (
+      np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+  ):
+    raise ValueError(f"{name} must be {requirement}, got {value!r}.")
+  return float(array)
+
+
+def _check_eps(eps) -> None:
+  value = _concrete_scalar(eps, "eps", "a finite float >= 0")
+  if value is not None and (math.isnan(value) or math.isinf(value) or value < 0.0):
+    raise ValueError(f"eps must be a finite float >= 0, got {eps!r}.")
 
 
 def _check_floating(tree: PyTree, name: str) -> None:
@@ -75,7 +105,14 @@ def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Arr
   :math:`N = \sum|\theta - \bar a|`, :math:`D = \varepsilon + \sum(|\theta| + |\bar a|)`,
   each accumulated in at least float32 (so bfloat16 and float16 params neither
   overflow nor lose the small terms). Both are scalars of the accumulation dtype.
+
+  Args:
+    params: :math:`\theta'`, any pytree of floating-point arrays.
+    average: :math:`\bar a`, a pytree with the structure and shapes of ``params``
+      (its dtypes may differ).
+    eps: :math:`\varepsilon \ge 0` in :math:`D` (default ``1e-8``).
   """
+  _check_eps(eps)
   _check_same_shapes(params, average)
   leaves = jax.tree_util.tree_leaves(params)
   avg_leaves = jax.tree_util.tree_leaves(average)
@@ -293,8 +330,8 @@ def homogeneity_derivative(
     params: :math:`\theta'`, any pytree of floating-point arrays.
     average: :math:`\bar a`, a pytree with the structure and shapes of ``params``.
     lam: :math:`\lambda`, a scalar (float or traced array).
-    rule: ``"paper"``, ``"paper-full"`` or ``"exact"``.
-    eps: :math:`\varepsilon` in :math:`D`.
+    rule: ``"paper"`` (default), ``"paper-full"`` or ``"exact"``.
+    eps: :math:`\varepsilon \ge 0` in :math:`D` (default ``1e-8``).
     dtype: dtype of every leaf of the result; ``None`` (default) for each
       leaf's own dtype. The derivative is computed in at least float32 and
       then cast: in float16, whose largest value is 65504, :math:`|d|` of order

@@ -31,7 +31,7 @@ def forward_gradient(
     params: a pytree of floating-point arrays.
     key: a ``jax.random`` key for the tangents.
     *args, **kwargs: passed to ``loss_fn`` (e.g. a batch).
-    num_directions: :math:`K \ge 1`, the number of tangents averaged.
+    num_directions: :math:`K \ge 1`, the number of tangents averaged (default 1).
   """
   try:
     # operator.index accepts Python and NumPy integers, and rejects floats.

@@ -43,7 +43,14 @@ COMPLETE_LAMBDA_TYPES = ("fixed", "linear", "dynamic")
 
 
 def lambda_schedule_for(lambda_type: str, *, total_steps: int, lambda_value=None, beta=None):
-  """The λ schedule named ``lambda_type`` ("fixed", "linear", "dynamic", "hybrid")."""
+  """The λ schedule named ``lambda_type`` ("fixed", "linear", "dynamic", "hybrid").
+
+  Args:
+    lambda_type: the schedule's name.
+    total_steps: :math:`T` (used by "linear" and "hybrid").
+    lambda_value: λ for "fixed", in [0, 1] (required there).
+    beta: :math:`\beta > 0` for "hybrid" (required there).
+  """
   if lambda_type == "fixed":
     if lambda_value is None:
       raise ValueError("lambda_value is required when lambda_type='fixed' (a float in [0, 1]).")
@@ -71,7 +78,15 @@ def paper_homogeneity_learning_rate(
     variant: str, *, learning_rate: float, total_steps: int,
     homogeneity_learning_rate: float | None = None,
 ) -> float:
-  """η_h as the seed sets it for ``variant`` (given, or 2η/(ηT + 1) for B-*)."""
+  """η_h as the seed sets it for ``variant`` (given, or 2η/(ηT + 1) for B-*).
+
+  Args:
+    variant: one of ``homax.VARIANTS``.
+    learning_rate: η, Adam's learning rate (> 0).
+    total_steps: T.
+    homogeneity_learning_rate: η_h (> 0); required except for B-A and B-B,
+      where giving it is an error.
+  """
   spec = _variant(variant)
   if spec.computes_learning_rate:
     if homogeneity_learning_rate is not None:
@@ -134,10 +149,14 @@ def paper_optimizer(
     homogeneity_learning_rate: :math:`\eta_h` (> 0); required except for B-A and
       B-B, where passing it is an error.
     total_steps: :math:`T = \lceil n_\text{train}/\text{batch}\rceil \cdot \text{epochs}`.
-    lambda_type: COMPLETE only: ``"fixed"``, ``"linear"`` or ``"dynamic"``.
-    lambda_value: λ for ``lambda_type="fixed"``, in [0, 1].
-    beta: HYBRID's :math:`\beta` (> 0).
-    initial_average: :math:`\bar a` before the first step (see :func:`homogeneity`);
+    lambda_type: COMPLETE: ``"fixed"``, ``"linear"`` or ``"dynamic"`` (required).
+      A Part I variant's type is fixed by the variant: ``None`` (default), or
+      that type itself.
+    lambda_value: λ for ``lambda_type="fixed"``, in [0, 1]; ``None`` (default)
+      otherwise.
+    beta: HYBRID's :math:`\beta` (> 0; required there); ``None`` (default) otherwise.
+    initial_average: :math:`\bar a` before the first step (see :func:`homogeneity`;
+      default ``None``: zeros);
       the seed uses a second, independently initialised model.
     rule: ablation only: replaces the variant's rule (``"paper"`` in Part I,
       ``"paper-full"`` in Part II), e.g. by ``"exact"``. ``None`` keeps the paper's.
@@ -191,7 +210,13 @@ def paper_optimizer(
 def total_steps(train_samples: int, batch_size: int, epochs: int) -> int:
   """:math:`T = \\lceil n/b \\rceil \\cdot` epochs, as the seed computes it.
 
-  Each argument must be an int >= 1 (a ``ValueError`` names the one that is not).
+  Args:
+    train_samples: n, the training set's size.
+    batch_size: b.
+    epochs: the number of epochs.
+
+  Each must be an int >= 1 (NumPy integers too); a ``ValueError`` names the one
+  that is not.
   """
   n = schedules._check_int(train_samples, "train_samples")
   b = schedules._check_int(batch_size, "batch_size")

@@ -61,6 +61,9 @@ def linear(total_steps: int) -> Schedule:
   r""":math:`\lambda_k = (t - 1)/T = (k + 1)/T` (variants A-A, B-A; Part II ``linear``).
 
   Reaches 1 at the last step :math:`k = T - 1`.
+
+  Args:
+    total_steps: :math:`T \ge 1`, an int (NumPy integers too).
   """
   total = _check_total_steps(total_steps)
 
@@ -107,7 +110,12 @@ def hybrid(beta: float, total_steps: int) -> Schedule:
 
 
 def dynamic_homogeneity_lr(learning_rate: float, total_steps: int) -> float:
-  r"""The B-variants' homogeneity learning rate :math:`\eta_h = 2\eta/(\eta T + 1)`."""
+  r"""The B-variants' homogeneity learning rate :math:`\eta_h = 2\eta/(\eta T + 1)`.
+
+  Args:
+    learning_rate: :math:`\eta > 0`, Adam's learning rate.
+    total_steps: :math:`T \ge 1`.
+  """
   lr = float(learning_rate)
   if not lr > 0.0 or math.isinf(lr):
     raise ValueError(f"learning_rate must be a finite float > 0, got {learning_rate!r}.")

@@ -7,7 +7,6 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from optax._src import base as optax_base
 
@@ -49,32 +48,6 @@ class HomogeneityState(NamedTuple):
   step_state: optax.OptState
 
 
-def _is_python_number(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _concrete_scalar(value, name: str, requirement: str):
-  """``value`` as a Python float if it is a concrete real scalar, else ``None``.
-
-  Python and NumPy numbers and concrete 0-d arrays are read; traced values
-  (inside ``jit``) return ``None``. Strings, booleans, non-numeric objects and
-  arrays with more than one element raise a ``ValueError`` naming ``name``.
-  """
-  if isinstance(value, jax.core.Tracer):
-    return None
-  if isinstance(value, (bool, np.bool_, str, bytes)):
-    raise ValueError(f"{name} must be {requirement}, got {value!r}.")
-  try:
-    array = np.asarray(value)
-  except Exception:  # noqa: BLE001 - any object numpy cannot read is bad input
-    raise ValueError(f"{name} must be {requirement}, got {value!r}.") from None
-  if array.ndim != 0 or not (
-      np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-  ):
-    raise ValueError(f"{name} must be {requirement}, got {value!r}.")
-  return float(array)
-
-
 def _check_learning_rate(learning_rate, name: str = "learning_rate") -> None:
   """Validates a learning rate: a float > 0, or a schedule.
 
@@ -85,18 +58,12 @@ def _check_learning_rate(learning_rate, name: str = "learning_rate") -> None:
     raise ValueError(f"{name} is required: a float > 0 or a schedule.")
   if callable(learning_rate):
     return
-  value = _concrete_scalar(learning_rate, name, "a finite float > 0 or a schedule")
+  value = derivative_lib._concrete_scalar(learning_rate, name, "a finite float > 0 or a schedule")
   if value is None:
     return
   minimum_ok = value >= 0.0 if isinstance(learning_rate, jax.Array) else value > 0.0
   if math.isnan(value) or math.isinf(value) or not minimum_ok:
     raise ValueError(f"{name} must be a finite float > 0, got {learning_rate!r}.")
-
-
-def _check_eps(eps) -> None:
-  value = _concrete_scalar(eps, "eps", "a finite float >= 0")
-  if value is not None and (math.isnan(value) or math.isinf(value) or value < 0.0):
-    raise ValueError(f"eps must be a finite float >= 0, got {eps!r}.")
 
 
 def _leaf_dtype(leaf):
@@ -133,9 +100,15 @@ def _check_average(params, average) -> None:
   p_struct = jax.tree_util.tree_structure(params)
   a_struct = jax.tree_util.tree_structure(average)
   if p_struct != a_struct:
+    hint = ""
+    if isinstance(average, jax.Array) and average.ndim == 0:
+      # What optax.inject_hyperparams passes after calling a callable
+      # initial_average as a schedule of the step count.
+      hint = (" Inside optax.inject_hyperparams, pass"
+              " static_args=('lambda_schedule', 'initial_average').")
     raise ValueError(
         "initial_average must have the tree structure of params; got"
-        f" {a_struct}, expected {p_struct}."
+        f" {a_struct}, expected {p_struct}.{hint}"
     )
   for (path, p), a in zip(
       jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(average)
@@ -298,20 +271,21 @@ def homogeneity(
       (a JAX array may be 0, as ``optax.inject_hyperparams`` passes a warm-up).
     lambda_schedule: ``count -> λ`` (see ``homax.lambda_schedules``); default
       ``homax.lambda_schedules.dynamic()``, i.e. :math:`(k+1)/(k+2)`.
-    rule: ``"paper"`` (Table 1, Part I), ``"paper-full"`` (c1-c5 only, Part II)
+    rule: ``"paper"`` (default; Table 1, Part I), ``"paper-full"`` (c1-c5 only, Part II)
       or ``"exact"`` (the subgradient of :math:`N/D`).
-    history: keep the history gradient :math:`g` (Part II) or not (Part I).
-    step: ``"adam"`` (a separate ``optax.adam(learning_rate)`` with torch's
+    history: keep the history gradient :math:`g` (Part II) or not (Part I,
+      the default ``False``).
+    step: ``"adam"`` (the default: a separate ``optax.adam(learning_rate)`` with torch's
       defaults, Part I), ``"sgd"`` (``optax.sgd(learning_rate)``, Part II) or
       any ``optax.GradientTransformation`` to turn :math:`\pm\eta_h g` into a step.
-    direction: ``"descend"`` (Part I) or ``"ascend"`` (Part II) along :math:`g`.
+    direction: ``"descend"`` (default; Part I) or ``"ascend"`` (Part II) along :math:`g`.
     initial_average: :math:`\bar a` before the first step: a pytree like params
       (same structure, shapes and dtypes), a callable ``params -> pytree``, or
       ``None`` for **zeros**. With zeros, :math:`N = D - \varepsilon` at step 0
       and the first derivative is :math:`\approx 0`; pass a second, independent
       initialisation of the model to reproduce the seed. The average only
       matters at step 0 (it is replaced by :math:`\theta'_0` after it).
-    eps: :math:`\varepsilon \ge 0` in :math:`D`.
+    eps: :math:`\varepsilon \ge 0` in :math:`D` (default ``1e-8``, as the seed).
 
   With ``optax.inject_hyperparams(homax.homogeneity, static_args=("lambda_schedule",
   "initial_average"))`` the learning rate (and ``eps``) can be injected;
@@ -332,7 +306,7 @@ def homogeneity(
     >>> params = optax.apply_updates(params, updates)
   """
   _check_learning_rate(learning_rate)
-  _check_eps(eps)
+  derivative_lib._check_eps(eps)
   derivative_lib._check_rule(rule)
   if direction not in DIRECTIONS:
     raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
@@ -456,7 +430,12 @@ def find_state(opt_state) -> HomogeneityState:
 
   Works on the state of ``optax.chain``, ``inject_hyperparams``,
   ``apply_if_finite``, ``MultiSteps`` and ``nnx.Optimizer.opt_state``.
-  Raises ``ValueError`` if there is none.
+
+  Args:
+    opt_state: an optimizer state (any pytree) that holds a ``HomogeneityState``.
+
+  Raises:
+    ValueError: ``opt_state`` holds none.
   """
   found = []
 
@@ -491,6 +470,10 @@ def metrics(opt_state) -> dict[str, jax.Array]:
   ``"homogeneity"`` (:math:`H`), ``"lambda"`` (:math:`\lambda` of the last
   step) and ``"count"`` (steps taken). Jit-able; use it inside a training step
   to log per-step values, e.g. as the output of a ``lax.scan``.
+
+  Args:
+    opt_state: an optimizer state holding a ``HomogeneityState`` (see
+      :func:`find_state`).
 
   Example:
     >>> import jax.numpy as jnp, optax, homax
