@@ -328,11 +328,15 @@ def test_state_is_a_documented_homogeneity_state():
     homax.find_state(optax.adam(1e-3).init(params))
 
 
-def test_metrics_after_one_step():
+@pytest.mark.parametrize("schedule, lam", [
+    (None, 1 / 2),  # the default: dynamic λ at k = 0, (t - 1)/t with t = 2
+    (homax.lambda_schedules.fixed(0.25), 0.25),  # λ ≠ 1/2: H's two weights differ
+])
+def test_metrics_after_one_step(schedule, lam):
   params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.0]]), "b": jnp.array([0.25, -0.75])}
   average = {"w": jnp.array([[0.4, 1.0], [-1.0, 0.0]]), "b": jnp.array([0.25, 0.5])}
   grads = {"w": jnp.array([[1.0, -1.0], [0.5, 0.2]]), "b": jnp.array([-0.3, 0.0])}
-  opt = optax.chain(optax.adam(1e-1), homax.homogeneity(ETA_H, initial_average=average))
+  opt = optax.chain(optax.adam(1e-1), homax.homogeneity(ETA_H, schedule, initial_average=average))
   _, state = opt.update(grads, opt.init(params), params)
 
   adam = optax.adam(1e-1)
@@ -341,7 +345,6 @@ def test_metrics_after_one_step():
   avg = np.concatenate([np.ravel(average[k]) for k in ("b", "w")])
   n = np.sum(np.abs(theta - avg))
   d = 1e-8 + np.sum(np.abs(theta) + np.abs(avg))
-  lam = 1 / 2  # dynamic λ at k = 0: (t - 1)/t with t = 2
   similarity = 1 - n / d
   metrics = homax.metrics(state)
   assert sorted(metrics) == ["count", "homogeneity", "lambda", "similarity"]
