@@ -14,6 +14,7 @@ import pytest
 
 import homax
 from homax import lambda_schedules
+import test_transformation as transformation_tests
 
 ETA, ETA_H, T, BETA = 0.01, 0.1, 10, 0.9
 
@@ -41,13 +42,7 @@ CASES = {
 
 
 def three_steps(opt):
-  state = opt.init(PARAMS)
-  params, out = PARAMS, []
-  for _ in range(3):
-    updates, state = jax.jit(opt.update)(GRADS, state, params)
-    params = optax.apply_updates(params, updates)
-    out.append(updates)
-  return out, state
+  return transformation_tests.three_steps(opt, PARAMS, GRADS)
 
 
 def flat(trees):
