@@ -70,7 +70,9 @@ def paired_stats(acc_h: Sequence[float], acc_a: Sequence[float]) -> dict:
 
   ``diff = homogeneity − Adam`` per seed (percentage points); the interval is
   ``mean ± t(0.975, n−1)·sd/√n``; ``wilcoxon_p`` is the two-sided Wilcoxon
-  signed-rank p-value (NaN when every difference is zero or n < 2).
+  signed-rank p-value (NaN when every difference is zero or n < 2), scipy's
+  default method: a normal approximation when some differences are zero, so it
+  means little with few nonzero pairs (one nonzero pair in 30 gives 0.32).
   """
   from scipy import stats
 

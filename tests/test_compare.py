@@ -153,6 +153,24 @@ def test_best_lr_is_chosen_on_validation_with_loss_tiebreak():
   assert compare.best_lr_index(run) == 1
 
 
+def test_equal_counts_tie_whatever_the_rounding_of_their_mean():
+  # 10 seeds, 360 validation samples: lr 0 and lr 1 got the same total right
+  # (3,300), spread differently over the seeds, so their float32 means may
+  # differ in the last bit; lr 1 has the lower loss and must win. A genuine
+  # difference (lr 2: one sample fewer) is never a tie.
+  per_seed = lambda counts: np.asarray(counts, np.float32) * np.float32(100 / 360)  # noqa: E731
+  a = per_seed([330] * 10)
+  b = per_seed([327, 327, 327, 334, 327, 327, 326, 326, 333, 346])
+  c = per_seed([330] * 9 + [329])
+  assert a.mean() > b.mean()  # in float32 the equal counts' means differ
+  run = compare.MethodRun(
+      method="x", lrs=np.array([0.1, 0.2, 0.3]), seeds=np.arange(10),
+      val_acc=np.stack([a, b, c]), val_loss=np.array([[0.5] * 10, [0.4] * 10, [0.1] * 10]),
+      test_acc=np.zeros((3, 10)), test_loss=np.zeros((3, 10)), train_loss_curve=np.zeros((3, 10, 1)),
+      val_acc_curve=np.zeros((3, 10, 1)), initial_params=None, compile_s=0.0, run_s=1.0, steps=1)
+  assert compare.best_lr_index(run) == 1
+
+
 @pytest.fixture(scope="module")
 def iris_result():
   return compare.run_dataset("iris", seeds=np.array([0, 1]), quick=True, epochs=1)
