@@ -334,6 +334,12 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:  # unknown name, damaged file (the message names it)
     print(f"error: --data {data_name}: {e}", file=sys.stderr)
     return 2
+  n_train, protocol_n = int(data.x_train.shape[0]), published.TRAIN_SIZE[TABLES[args.table][0]]
+  if n_train != protocol_n:
+    # Each row's T = ⌈n/b⌉·epochs (λ schedules, B-variants' η_h) is the published one.
+    print(f"error: --data {data_name} has {n_train} training samples; the {args.table} rows'"
+          f" published T (hence λ and the B-variants' η_h) assume {protocol_n}", file=sys.stderr)
+    return 2
   stand_in = data_name != TABLES[args.table][1]
   print(f"table {args.table}: {len(rows)} rows × {args.seeds} paired seeds on {data_name}"
         + (f" (STAND-IN for {TABLES[args.table][0]}: published numbers are {TABLES[args.table][0]})" if stand_in else "")

@@ -81,6 +81,14 @@ def test_reproduce_unknown_dataset(tmp_path, monkeypatch, capsys):
   assert "--data nosuch" in capsys.readouterr().err
 
 
+def test_reproduce_refuses_data_of_another_size(tmp_path, monkeypatch, capsys):
+  # The rows' T (λ, the B-variants' η_h) is the published one, for 90 Iris samples.
+  _no_training(monkeypatch)
+  assert _run(tmp_path, "--data", "digits") == 2
+  err = capsys.readouterr().err
+  assert "--data digits has 1077 training samples" in err and "assume 90" in err
+
+
 def test_reproduce_interrupted_says_how_to_go_on(tmp_path, monkeypatch, capsys):
   def interrupt(*args, **kwargs):
     raise KeyboardInterrupt
