@@ -606,10 +606,16 @@ def load_data(name: str, *, quick: bool = False, data_dir=None):
 
 
 def run_dataset(name: str, *, seeds, methods: Sequence[str] = tuple(METHODS), quick: bool = False,
-                data_dir=None, epochs: int | None = None, workers: int = 2, progress=None) -> dict:
-  """Runs every method on one dataset. Returns ``{"config", "runs": {method: MethodRun}}``."""
+                data_dir=None, epochs: int | None = None, workers: int = 2, progress=None,
+                data=None) -> dict:
+  """Runs every method on one dataset. Returns ``{"config", "runs": {method: MethodRun}}``.
+
+  ``data``: the dataset as ``load_data(name, quick=quick, data_dir=data_dir)``
+  gives it, if already loaded.
+  """
   cfg = DATASETS[name]
-  data = load_data(name, quick=quick, data_dir=data_dir)
+  if data is None:
+    data = load_data(name, quick=quick, data_dir=data_dir)
   model = cfg.model(data)
   epochs = epochs or (cfg.quick_epochs if quick else cfg.epochs)
   prep = prepare(model, int(data.x_train.shape[0]), seeds=seeds, epochs=epochs,
@@ -1118,22 +1124,18 @@ def main(argv=None) -> int:
   results = {}
   for name in names:
     try:
-      # A damaged file is bad input, not a reason to skip: stop, naming it.
-      # (Loading twice is cheap: the tabular sets are small, decoded IDX files cached.)
-      load_data(name, quick=args.quick, data_dir=args.data_dir)
-    except datasets.DatasetUnavailable:
-      pass  # reported below, where the dataset is skipped
-    except (ValueError, OSError) as e:
-      print(f"error: {name}: {e}", file=sys.stderr)
-      return 2
-    try:
-      results[name] = run_dataset(name, seeds=seeds, methods=methods, quick=args.quick,
-                                  data_dir=args.data_dir, epochs=args.epochs, workers=args.workers,
-                                  progress=progress)
+      data = load_data(name, quick=args.quick, data_dir=args.data_dir)
     except datasets.DatasetUnavailable as e:
       where = f" (--data-dir {args.data_dir})" if args.data_dir else ""
       print(f"  {name}: skipped{where}, " + str(e).replace("\n", "\n    "), file=sys.stderr)
       continue
+    except (ValueError, OSError) as e:
+      # A damaged file is bad input, not a reason to skip: stop, naming it.
+      print(f"error: {name}: {e}", file=sys.stderr)
+      return 2
+    results[name] = run_dataset(name, seeds=seeds, methods=methods, quick=args.quick,
+                                data_dir=args.data_dir, epochs=args.epochs, workers=args.workers,
+                                progress=progress, data=data)
     # Rewrite the outputs after every dataset, so an interrupted run keeps what it finished.
     write_outputs(args.out, results, command, time.perf_counter() - t0)
   if not results:

@@ -2,11 +2,12 @@ r"""Forward gradients (Baydin et al., 2022): a gradient estimate from ``jax.jvp`
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from homax._src import schedules
 
 PyTree = Any
 
@@ -33,14 +34,7 @@ def forward_gradient(
     *args, **kwargs: passed to ``loss_fn`` (e.g. a batch).
     num_directions: :math:`K \ge 1`, the number of tangents averaged (default 1).
   """
-  try:
-    # operator.index accepts Python and NumPy integers, and rejects floats.
-    count = None if isinstance(num_directions, bool) else operator.index(num_directions)
-  except TypeError:
-    count = None
-  if count is None or count < 1:
-    raise ValueError(f"num_directions must be an int >= 1, got {num_directions!r}.")
-  num_directions = count
+  num_directions = schedules._check_int(num_directions, "num_directions")
   leaves, treedef = jax.tree_util.tree_flatten(params)
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
