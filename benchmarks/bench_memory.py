@@ -49,8 +49,11 @@ second pass (9 arrays, 36·P bytes) at exactly copy speed, after the first.
 
 Timing: each configuration is called back to back, its outputs fed to the
 next call (so buffers are reused, not freshly allocated), the arms
-interleaved; the median of ``reps`` calls. P = 1e5, 1e6, 1e7 and 1e8 (1e8 is
-400 MB per array; about 3.5 GB in all).
+interleaved; the median of ``reps`` timings. A timing is ``--calls`` calls
+back to back and one wait, divided by ``calls`` (1 on the CPU; 20 on a GPU,
+where one call's dispatch and wait alone is tens of µs, as long as a copy of
+1e6 floats). P = 1e5, 1e6, 1e7 and 1e8 (1e8 is 400 MB per array; about 3.5 GB
+in all).
 
 Usage::
 
@@ -198,30 +201,38 @@ def blocked_check(P: int) -> float:
   return worst
 
 
-def chained(fn, carry, extra=()):
-  """A timer of ``carry = fn(*carry, *extra)`` (outputs fed back); compiled and warmed up now."""
+def chained(fn, carry, extra=(), calls=1):
+  """A timer of ``carry = fn(*carry, *extra)`` (outputs fed back); compiled and warmed up now.
+
+  Each timing runs ``calls`` calls back to back and waits once, and returns
+  the seconds per call: on a GPU one call's dispatch and wait can take as
+  long as moving the data, and several calls spread that cost.
+  """
   box = [carry]
 
   def go():
     t0 = time.perf_counter()
-    box[0] = fn(*box[0], *extra)
+    for _ in range(calls):
+      box[0] = fn(*box[0], *extra)
     jax.block_until_ready(box[0])
-    return time.perf_counter() - t0
+    return (time.perf_counter() - t0) / calls
 
   go()  # compile and warm up
   go()
   return go
 
 
-def arms_for(P: int, leaves: int):
-  """``{name: timer}``; each timer runs one call and returns its seconds."""
+def arms_for(P: int, leaves: int, calls: int = 1):
+  """``{name: timer}``; each timer runs ``calls`` calls and returns seconds per call."""
   key = jax.random.key(0)
   timers = {}
   x = jax.random.normal(jax.random.fold_in(key, 0), (P,), jnp.float32)
   y = jax.random.normal(jax.random.fold_in(key, 1), (P,), jnp.float32)
-  timers["copy x*1.0001"] = chained(jax.jit(lambda x: (x * 1.0001,), donate_argnums=0), (x,))
+  timers["copy x*1.0001"] = chained(jax.jit(lambda x: (x * 1.0001,), donate_argnums=0), (x,),
+                                     calls=calls)
   x2 = jax.random.normal(jax.random.fold_in(key, 2), (P,), jnp.float32)
-  timers["copy x+y"] = chained(jax.jit(lambda x, y: (x + y,), donate_argnums=0), (x2,), (y,))
+  timers["copy x+y"] = chained(jax.jit(lambda x, y: (x + y,), donate_argnums=0), (x2,), (y,),
+                                calls=calls)
   params = split(jax.random.normal(jax.random.fold_in(key, 3), (P,), jnp.float32), leaves)
   for name in ARRAYS:
     tx = make_tx(name)
@@ -231,7 +242,7 @@ def arms_for(P: int, leaves: int):
     updates = split(1e-3 * jax.random.normal(jax.random.fold_in(key, 5), (P,), jnp.float32), leaves)
     # updates and state donated: the returned ones are fed to the next call.
     step = jax.jit(lambda u, s, p, tx=tx: tx.update(u, s, p), donate_argnums=(0, 1))
-    timers[name] = chained(step, (updates, state), (params,))
+    timers[name] = chained(step, (updates, state), (params,), calls=calls)
     if name == "part1" and leaves == 1:
       x, avg1 = params["w"], jax.random.normal(jax.random.fold_in(key, 4), (P,), jnp.float32)
       u1 = 1e-3 * jax.random.normal(jax.random.fold_in(key, 5), (P,), jnp.float32)
@@ -239,20 +250,21 @@ def arms_for(P: int, leaves: int):
 
       def pass1_timer(u1=u1, avg1=avg1, x=x):
         t0 = time.perf_counter()
-        jax.block_until_ready(sums(u1, x, avg1))
-        return time.perf_counter() - t0
+        out = [sums(u1, x, avg1) for _ in range(calls)]
+        jax.block_until_ready(out)
+        return (time.perf_counter() - t0) / calls
 
       pass1_timer()  # compile and warm up
       pass1_timer()
       timers["pass1"] = pass1_timer
       blocked = jax.jit(part1_blocked, donate_argnums=(0, 1))
       st1 = tx.init(x)._replace(running_average=jnp.copy(avg1))
-      timers["part1-blocked"] = chained(blocked, (jnp.copy(u1), st1), (x,))
+      timers["part1-blocked"] = chained(blocked, (jnp.copy(u1), st1), (x,), calls=calls)
   return timers
 
 
-def bench_size(P: int, leaves: int, reps: int):
-  timers = arms_for(P, leaves)
+def bench_size(P: int, leaves: int, reps: int, calls: int = 1):
+  timers = arms_for(P, leaves, calls)
   times = common.interleaved(timers, reps)
   t = {k: common.median(v) for k, v in times.items()}
   gbs = {k: 4 * P * COPY_ARRAYS[k] / t[k] / 1e9 for k in COPY_ARRAYS}
@@ -332,7 +344,11 @@ def main(argv=None):
   p.add_argument("--sizes", type=float, nargs="*", default=None,
                  help="values of P (default 1e5 1e6 1e7 1e8; --quick: 1e5 1e6)")
   p.add_argument("--leaves", type=int, default=1, help="split the vector into this many leaves")
-  p.add_argument("--reps", type=int, default=None, help="timed calls per arm (default 9)")
+  p.add_argument("--reps", type=int, default=None,
+                 help="timings per arm (default 9; 5 at P >= 1e8)")
+  p.add_argument("--calls", type=int, default=None,
+                 help="calls per timing, back to back before one wait (default 1 on the CPU,"
+                      " 20 on a GPU, where a call's dispatch and wait is tens of µs)")
   p.add_argument("--sums-forms", action="store_true",
                  help="instead: the Part I update with N and D summed stacked vs directly"
                       " (default sizes 1e5 2.5e5 5e5 1e6 2e6; 15 calls each)")
@@ -341,25 +357,30 @@ def main(argv=None):
   if args.sums_forms:
     return main_sums_forms(args)
   sizes = [int(s) for s in (args.sizes or ((1e5, 1e6) if args.quick else (1e5, 1e6, 1e7, 1e8)))]
+  if args.calls is not None and args.calls < 1:
+    p.error(f"--calls must be at least 1, got {args.calls}")
+  calls = args.calls or (20 if common.jax_device()["platform"] == "gpu" else 1)
   info = common.machine_info()
   print(common.header("homogeneity update vs copy bandwidth (float32)", info))
   for k, v in formula().items():
     print(f"  {k}: {v}")
   rows = []
-  for P in sizes:
-    reps = args.reps or (3 if args.quick else (5 if P >= 10**8 else 9))
-    n_rows = len(rows)
-    rows += bench_size(P, args.leaves, reps)
-    print(common.table(rows[n_rows:], COLUMNS), flush=True)
-  print()
-  print(common.table(rows, COLUMNS))
   record = dict(
       settings=dict(sizes=sizes, leaves=args.leaves, dtype="float32",
                     bytes_formula=formula(),
                     reference="max of the two copy bandwidths, same size, same run",
+                    calls_per_timing=calls,
                     statistic="median of back-to-back donated calls, arms interleaved"),
       rows=rows,
   )
+  for P in sizes:
+    reps = args.reps or (3 if args.quick else (5 if P >= 10**8 else 9))
+    n_rows = len(rows)
+    rows += bench_size(P, args.leaves, reps, calls)
+    print(common.table(rows[n_rows:], COLUMNS), flush=True)
+    common.progress("memory", args, record, info)
+  print()
+  print(common.table(rows, COLUMNS))
   common.write("memory", args, record, info,
                partial=args.sizes is not None or args.leaves != 1)
   return record

@@ -189,12 +189,6 @@ def main(argv=None):
   info = common.machine_info()
   print(common.header("overhead vs Adam (per training step)", info))
   rows = []
-  for name, kind, hidden, batch in configs:
-    reps = args.reps or (2 if args.quick else (5 if kind == "deep" else 7))
-    rows += bench_config(name, kind, hidden, batch, steps, reps, arms)
-    print(common.table([r for r in rows if r["config"] == name], COLUMNS), flush=True)
-  print()
-  print(common.table(rows, COLUMNS))
   record = dict(
       settings=dict(steps=steps, pool_batches=POOL, data="synthetic: N(0,1) inputs, uniform labels",
                     learning_rate=LR, homogeneity_learning_rate=LR_H, sgd_learning_rate=LR_SGD,
@@ -202,6 +196,13 @@ def main(argv=None):
                     arms=arms),
       rows=rows,
   )
+  for name, kind, hidden, batch in configs:
+    reps = args.reps or (2 if args.quick else (5 if kind == "deep" else 7))
+    rows += bench_config(name, kind, hidden, batch, steps, reps, arms)
+    print(common.table([r for r in rows if r["config"] == name], COLUMNS), flush=True)
+    common.progress("overhead", args, record, info)
+  print()
+  print(common.table(rows, COLUMNS))
   common.write("overhead", args, record, info,
                partial=args.configs is not None or args.steps is not None)
   return record

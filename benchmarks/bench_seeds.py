@@ -362,6 +362,11 @@ def main(argv=None):
   info = common.machine_info()
   print(common.header(f"{SEEDS} paired seeds: jax.vmap vs one after another", info))
   rows = []
+  record = dict(
+      settings=dict(seeds=SEEDS, statistic="median of interleaved timed runs; compile excluded",
+                    trainer="experiments.train.PairedTrainer.compiled_epoch"),
+      rows=rows,
+  )
   for name in args.problems:
     if name == "iris":
       prob = iris_problem()
@@ -370,6 +375,7 @@ def main(argv=None):
     reps = args.reps or (1 if args.quick else (3 if name == "mnist" else 5))
     rows.append(bench_problem(prob, reps, args.groups))
     print(common.table(rows[-1:], COLUMNS), flush=True)
+    common.progress("seeds", args, record, info)
   print()
   print(common.table(rows, COLUMNS))
   print(f"\nthe {SEEDS} seeds in vmapped groups (ratio to one after another), and what the"
@@ -378,12 +384,7 @@ def main(argv=None):
   shuffle = bench_shuffle(reps=5 if args.quick else 50)
   print(f"\nshuffle of {SEEDS} vmapped seeds, per call:")
   print(common.table(shuffle, SHUFFLE_COLUMNS))
-  record = dict(
-      settings=dict(seeds=SEEDS, statistic="median of interleaved timed runs; compile excluded",
-                    trainer="experiments.train.PairedTrainer.compiled_epoch"),
-      rows=rows,
-      shuffle=shuffle,
-  )
+  record["shuffle"] = shuffle
   common.write("seeds", args, record, info,
                partial=args.problems != ["iris", "mnist", "mnist-b5"] or args.groups != list(GROUPS))
   return record

@@ -174,14 +174,6 @@ def main(argv=None):
   info["torch_worker"] = worker.hello
   print(common.header("homax vs the published (torch) loop, MLP 784-128-10, variant A-B", info))
   rows = []
-  try:
-    for batch in args.batches:
-      rows.append(bench_batch(worker, batch, steps, reps))
-      print(common.table(rows[-1:], COLUMNS), flush=True)
-  finally:
-    worker.close()
-  print()
-  print(common.table(rows, COLUMNS))
   record = dict(
       settings=dict(steps=steps, reps=reps, torch_device=device, variant="A-B",
                     learning_rate=LR, homogeneity_learning_rate=LR_H,
@@ -190,6 +182,15 @@ def main(argv=None):
                     statistic="median over interleaved repetitions of a whole run / steps"),
       rows=rows,
   )
+  try:
+    for batch in args.batches:
+      rows.append(bench_batch(worker, batch, steps, reps))
+      print(common.table(rows[-1:], COLUMNS), flush=True)
+      common.progress("torch", args, record, info)
+  finally:
+    worker.close()
+  print()
+  print(common.table(rows, COLUMNS))
   common.write("torch", args, record, info,
                partial=list(args.batches) != list(BATCHES) or args.steps is not None)
   return record

@@ -9,7 +9,11 @@ Every benchmark script:
   (git-ignored) and to ``benchmarks/results/<name>.json`` (kept in git), with
   the machine, the load average before and after, the library versions, the
   date and the exact command. ``<name>`` is the benchmark's name followed by
-  the platform (``overhead_cpu``, ``overhead_gpu``, ...) and the tag.
+  the platform (``overhead_cpu``, ``overhead_gpu``, ...) and the tag;
+* keeps what it has measured so far in ``benchmarks/out/<name>.progress.json``
+  (``progress``) after each config, batch, size or problem, so that a run cut
+  short (a ``timeout``, Ctrl-C) loses at most the unit in hand; the finished
+  record removes that file.
 """
 
 from __future__ import annotations
@@ -139,6 +143,10 @@ def machine_info() -> dict[str, Any]:
       "versions": _versions(),
       "jax_device": jax_device(),
       "git": _git(),
+      # Settings that change what XLA compiles or how it allocates (e.g.
+      # JAX_DEFAULT_MATMUL_PRECISION, XLA_FLAGS, XLA_PYTHON_CLIENT_PREALLOCATE).
+      "environment": {k: v for k, v in sorted(os.environ.items())
+                      if k.startswith(("JAX_", "XLA_")) or k == "TF_CPP_MIN_LOG_LEVEL"},
   }
   try:
     import torch
@@ -167,6 +175,28 @@ def output_name(bench: str, args) -> str:
   return name + (f"_{args.tag}" if args.tag else "")
 
 
+def _progress_path(bench: str, args) -> pathlib.Path:
+  return OUT_DIRS[0] / f"{output_name(bench, args)}.progress.json"
+
+
+def progress(bench: str, args, record: dict[str, Any], info: dict[str, Any]) -> None:
+  """Keeps an unfinished run's record so far in ``benchmarks/out/`` only.
+
+  Written after each unit of work (config, batch, size, problem), replaced by
+  the next, and removed by ``write``; what a run cut short had measured stays
+  there (``"finished": false``), never in ``benchmarks/results/``.
+  """
+  if args.no_write:
+    return
+  payload = {"benchmark": bench, "quick": bool(args.quick), "finished": False,
+             "machine": info, **record}
+  path = _progress_path(bench, args)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
+  tmp.replace(path)
+
+
 def write(bench: str, args, record: dict[str, Any], info: dict[str, Any],
           partial: bool = False) -> list[pathlib.Path]:
   """Writes ``{"machine": info, **record}`` to the output directories.
@@ -189,6 +219,7 @@ def write(bench: str, args, record: dict[str, Any], info: dict[str, Any],
     path = d / f"{output_name(bench, args)}.json"
     path.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
     paths.append(path)
+  _progress_path(bench, args).unlink(missing_ok=True)
   print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
   if not keep:
     print("(a --quick or partial run: not written to benchmarks/results/; give a partial run"

@@ -10,7 +10,11 @@
 # Each script prints its table and writes benchmarks/out/<name>_<platform>.json
 # and benchmarks/results/<name>_<platform>.json (machine, load, versions, date,
 # command, device name). Each full run takes up to ~5 minutes on 2 CPU cores.
-set -euo pipefail
+#
+# Environment: PYTHON (default python), BENCH_TIMEOUT (seconds per script, none
+# by default). A script that fails or runs out of time does not stop the others;
+# the exit status is 1 if any failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 args=()
@@ -22,10 +26,20 @@ for a in "$@"; do
   esac
 done
 
+py="${PYTHON:-python}"
+limit=()
+if [[ -n "${BENCH_TIMEOUT:-}" ]]; then limit=(timeout "${BENCH_TIMEOUT}"); fi
+
 echo "# $(date -u +%FT%TZ)  nproc=$(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-python -c "import jax; print('# jax devices:', jax.devices())"
+"$py" -c "import jax; print('# jax devices:', jax.devices())" || exit 1
+failed=()
 for bench in bench_overhead bench_torch bench_memory bench_seeds; do
   echo
   echo "## python -m benchmarks.${bench} ${args[*]:-}"
-  python -m "benchmarks.${bench}" "${args[@]}"
+  "${limit[@]}" "$py" -m "benchmarks.${bench}" "${args[@]}" || failed+=("$bench (exit $?)")
 done
+if (( ${#failed[@]} )); then
+  echo
+  echo "# failed: ${failed[*]}"
+  exit 1
+fi

@@ -30,6 +30,10 @@ def load(name, platform, tag=""):
   return record
 
 
+def on_gpu(rec):
+  return rec["machine"]["jax_device"]["platform"] == "gpu"
+
+
 def ok(flag):
   return "met" if flag else "**missed**"
 
@@ -69,7 +73,9 @@ def overhead_arms(rec):
 def overhead(rec):
   if set(rec["settings"]["arms"]) != {"adam", "part1", "part2", "sgd", "sgd+homog"}:
     return overhead_arms(rec)
-  targets = {5: 2.5, 128: 1.35, 420: 1.10}
+  # The targets: for this 2-core CPU at three batch sizes; on a GPU,
+  # overhead <= 1.2 at batch 128 only.
+  targets = {128: 1.2} if on_gpu(rec) else {5: 2.5, 128: 1.35, 420: 1.10}
   out = [machine_line(rec), "",
          "Ratios: of the medians / median of the per-repetition (paired) ratios.", "",
          "| model, batch | P | Adam µs/step | Part I µs/step | Part I ÷ Adam | target |"
@@ -113,8 +119,11 @@ def torch_table(rec):
     x1 = r["part_cheaper_x"]
     x2 = pt / ph if ph > 0 else None
     fmt = lambda x: "n/a" if x is None else f"{x:.1f}"
-    tgt = ("(none)" if r["batch"] not in (5, 128) else
-           verdict(*((x is not None and x >= 20) for x in (x1, x2))))
+    if on_gpu(rec):  # on a GPU the target is the whole step, >= 20x the published code's
+      tgt = "whole step: " + ok(r["speedup_whole_step"] >= 20)
+    else:
+      tgt = ("(none)" if r["batch"] not in (5, 128) else
+             verdict(*((x is not None and x >= 20) for x in (x1, x2))))
     xn = r["part_cheaper_no_monitor_x"]
     out.append(
         f"| {r['batch']} | {r['torch_adam_us']:.0f} | {r['torch_homog_us']:.0f} |"
@@ -125,16 +134,26 @@ def torch_table(rec):
 
 
 def memory(rec):
+  calls = rec["settings"].get("calls_per_timing", 1)
+  # One call per timing on a GPU: the copy reference's time is mostly dispatch and
+  # wait (Part I then exceeds 100 % of "copy"), so no verdict is drawn from it.
+  judged = not (on_gpu(rec) and calls == 1)
   out = [machine_line(rec), "",
+         f"Calls per timing: {calls}." + ("" if judged else
+         " On a GPU that makes the copy reference dispatch-bound: % of copy is printed,"
+         " not judged against the target."), "",
          "| P | config | bytes (formula) | ms | GB/s | copy GB/s (x·1.0001 / x+y) | % of copy |"
          " copy-speed passes (ideal) | notes |",
          "|---|---|---|---|---|---|---|---|---|"]
   for r in rec["rows"]:
     tgt = ""
     if r["P"] == 10**7 and r["config"] in ("part1", "part2"):
-      tgt = " (target ≥ 90%: " + ok(r["pct_of_copy"] >= 90) + ")"
+      tgt = (" (target ≥ 90%: " + ok(r["pct_of_copy"] >= 90) + ")" if judged
+             else " (not judged)")
     notes = []
-    if "best_part1_pct_of_copy" in r:
+    if "best_part1_pct_of_copy" in r and on_gpu(rec):
+      notes.append("CPU-blocked prototype; no bound drawn on a GPU")
+    elif "best_part1_pct_of_copy" in r:
       notes.append(f"bound estimate for an XLA Part I step: {r['best_part1_pct_of_copy']:.0f}%"
                    if r["P"] >= 10**7 else "no bound in cache (see notes)")
     if "max_rel_diff_vs_homax" in r:

@@ -26,3 +26,24 @@ def test_sums_forms_compiles_each_form_and_restores_the_threshold(monkeypatch):
   assert traced == [64]  # the stacked form in exactly one of the two programs
   assert derivative_lib.STACKED_SUMS_MAX_SIZE == 1 << 18
   assert row["stacked_ms"] > 0 and row["direct_ms"] > 0
+
+
+def test_a_timing_spreads_over_back_to_back_calls():
+  """``chained(..., calls=k)`` runs k calls per timing, feeds each output to the next,
+  and returns seconds per call."""
+  import jax.numpy as jnp
+  seen = []
+
+  def fn(x):
+    seen.append(float(x))
+    return (x + 1,)
+
+  timer = bench_memory.chained(fn, (jnp.float32(0),), calls=3)
+  assert seen == [0, 1, 2, 3, 4, 5]  # compile and warm-up: two timings' worth
+  t = timer()
+  assert seen[6:] == [6, 7, 8] and t > 0
+
+
+def test_calls_must_be_positive():
+  with pytest.raises(SystemExit):
+    bench_memory.main(["--calls", "0", "--no-write", "--platform", "cpu"])

@@ -1,5 +1,7 @@
 """The overhead benchmark's arm and config selection."""
 
+import json
+
 import pytest
 
 from benchmarks import bench_overhead
@@ -53,3 +55,33 @@ def test_only_full_or_tagged_runs_reach_the_committed_results(tmp_path, monkeypa
   assert len(paths) == (2 if kept else 1)
   record = json.loads((out / name).read_text())
   assert record["quick"] == quick and record["partial"] == partial
+
+
+def test_a_run_cut_short_keeps_its_finished_configs(tmp_path, monkeypatch):
+  """After each config the rows so far are in benchmarks/out/*.progress.json; a run
+  interrupted in the next config leaves them there, and the committed results untouched."""
+  from benchmarks import common
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  done = []
+
+  def fake_config(name, *args):
+    if done:
+      raise RuntimeError("cut")  # a failure, Ctrl-C or a kill in the second config
+    done.append(name)
+    return [dict(config=name, arm="adam", us_per_step=1.0)]
+
+  monkeypatch.setattr(bench_overhead, "bench_config", fake_config)
+  with pytest.raises(RuntimeError, match="cut"):
+    bench_overhead.main(["--platform", "cpu", "--tag", "cut"])
+  kept = json.loads((out / "overhead_cpu_cut.progress.json").read_text())
+  assert kept["finished"] is False
+  assert [r["config"] for r in kept["rows"]] == done
+  assert not results.exists()
+
+  monkeypatch.setattr(bench_overhead, "bench_config", lambda name, *a: [
+      dict(config=name, arm="adam", us_per_step=1.0)])
+  bench_overhead.main(["--platform", "cpu", "--tag", "cut"])
+  assert not (out / "overhead_cpu_cut.progress.json").exists()  # the finished record replaces it
+  assert (results / "overhead_cpu_cut.json").exists()
