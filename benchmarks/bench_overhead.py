@@ -16,7 +16,12 @@ optimizer state donated. Arms:
   ``part1`` optimizer, i.e. every leaf concatenated into one vector before
   the update. Not a homax layout: it is timed because a user may wrap any
   optax optimizer so (with two threads on XLA:CPU it is many times slower;
-  RESULTS.md §1).
+  RESULTS.md §1);
+* ``part1-onesum`` (only with ``--arms``): ``part1`` with N and D summed by one
+  reduction over every leaf's terms, concatenated (``one_reduction_sums``),
+  instead of per leaf. Not in homax: an experiment for the GPU, where the
+  homogeneity part of a step looks bound by its number of kernels
+  (RESULTS.md §6); the update is homax's to float rounding (tested).
 
 Models: the paper's MLP 784→128→10 at batch 5, 128 and 420, and an MLP
 784→1024→1024→10 at batch 128. Data: **synthetic** — standard-normal inputs
@@ -54,7 +59,7 @@ CONFIGS = (
 )
 ARMS = ("adam", "part1", "part2", "sgd", "sgd+homog")
 # Timed only when named with --arms.
-EXTRA_ARMS = ("part1-flatten",)
+EXTRA_ARMS = ("part1-flatten", "part1-onesum")
 # --configs names a config by its last word ("b5", "b128", "b420") or "deep".
 CONFIG_KEYS = {"b5": 0, "b128": 1, "b420": 2, "deep": 3}
 POOL = 16
@@ -87,7 +92,32 @@ def make_tx(arm: str, average, total_steps: int):
     from jax.flatten_util import ravel_pytree
     flat_average, _ = ravel_pytree(average)  # the inner optimizer sees one flat vector
     return optax.flatten(make_tx("part1", flat_average, total_steps))
+  if arm == "part1-onesum":
+    return with_sums(make_tx("part1", average, total_steps), one_reduction_sums)
   raise ValueError(arm)
+
+
+def one_reduction_sums(params, average, eps=1e-8):
+  """``homax.sums`` as one reduction: every leaf's two terms concatenated, then summed."""
+  from homax._src import derivative
+  leaves = jax.tree.leaves(params)
+  acc = derivative._accumulation_dtype(jnp.result_type(*leaves))
+  p = jnp.concatenate([jnp.ravel(x).astype(acc) for x in leaves])
+  a = jnp.concatenate([jnp.ravel(x).astype(acc) for x in jax.tree.leaves(average)])
+  both = jnp.sum(jnp.stack([jnp.abs(p - a), jnp.abs(p) + jnp.abs(a)]), axis=1)
+  return both[0], eps + both[1]
+
+
+def with_sums(tx, sums_fn):
+  """``tx`` with homax's ``sums`` replaced by ``sums_fn`` while ``tx.update`` is traced."""
+  from unittest import mock
+  from homax._src import derivative
+
+  def update(updates, state, params=None, **extra_args):
+    with mock.patch.object(derivative, "sums", sums_fn):
+      return tx.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update)
 
 
 def make_run(model, tx, steps: int):
