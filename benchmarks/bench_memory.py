@@ -49,10 +49,11 @@ second pass (9 arrays, 36·P bytes) at exactly copy speed, after the first.
 
 Timing: each configuration is called back to back, its outputs fed to the
 next call (so buffers are reused, not freshly allocated), the arms
-interleaved; the median of ``reps`` timings. A timing is ``--calls`` calls
-back to back and one wait, divided by ``calls`` (1 on the CPU; 20 on a GPU,
-where one call's dispatch and wait alone is tens of µs, as long as a copy of
-1e6 floats). P = 1e5, 1e6, 1e7 and 1e8 (1e8 is 400 MB per array; about 3.5 GB
+interleaved; the median of ``reps`` timings. A timing is one call, or with
+``--calls k`` > 1 one call of a jitted ``fori_loop`` that runs the step k times
+on the device, divided by k (default 1 on the CPU, 20 on a GPU, where one
+call's dispatch and wait alone is tens of µs, as long as a copy of 1e6
+floats). P = 1e5, 1e6, 1e7 and 1e8 (1e8 is 400 MB per array; about 3.5 GB
 in all).
 
 Usage::
@@ -204,21 +205,30 @@ def blocked_check(P: int) -> float:
 def chained(fn, carry, extra=(), calls=1):
   """A timer of ``carry = fn(*carry, *extra)`` (outputs fed back); compiled and warmed up now.
 
-  Each timing runs ``calls`` calls back to back and waits once, and returns
-  the seconds per call: on a GPU one call's dispatch and wait can take as
-  long as moving the data, and several calls spread that cost.
+  With ``calls`` > 1 a timing is one call of a jitted ``fori_loop`` that runs
+  ``fn`` ``calls`` times on the device, the carry donated, and the timer
+  returns the seconds per step: on a GPU one call's dispatch and wait can take
+  as long as moving the data. The carry changes every step, so XLA cannot
+  hoist the step out of the loop.
   """
-  box = [carry]
+  if calls > 1:
+    step = fn
+
+    def loop(carry, *extra):
+      return jax.lax.fori_loop(0, calls, lambda _, c: tuple(step(*c, *extra)), tuple(carry))
+
+    fn = jax.jit(loop, donate_argnums=0)
+  box = [tuple(carry)]
 
   def go():
     t0 = time.perf_counter()
-    for _ in range(calls):
-      box[0] = fn(*box[0], *extra)
+    box[0] = tuple(fn(box[0], *extra) if calls > 1 else fn(*box[0], *extra))
     jax.block_until_ready(box[0])
     return (time.perf_counter() - t0) / calls
 
   go()  # compile and warm up
   go()
+  go.box = box  # the carry now (read by the tests)
   return go
 
 
@@ -249,6 +259,7 @@ def arms_for(P: int, leaves: int, calls: int = 1):
       sums = jax.jit(pass1)
 
       def pass1_timer(u1=u1, avg1=avg1, x=x):
+        # Not chained (its inputs do not change): ``calls`` dispatches, one wait.
         t0 = time.perf_counter()
         out = [sums(u1, x, avg1) for _ in range(calls)]
         jax.block_until_ready(out)
@@ -347,18 +358,20 @@ def main(argv=None):
   p.add_argument("--reps", type=int, default=None,
                  help="timings per arm (default 9; 5 at P >= 1e8)")
   p.add_argument("--calls", type=int, default=None,
-                 help="calls per timing, back to back before one wait (default 1 on the CPU,"
-                      " 20 on a GPU, where a call's dispatch and wait is tens of µs)")
+                 help="steps per timing, run in one jitted fori_loop when > 1 (default 1 on the"
+                      " CPU, 20 on a GPU, where a call's dispatch and wait is tens of µs)")
   p.add_argument("--sums-forms", action="store_true",
                  help="instead: the Part I update with N and D summed stacked vs directly"
                       " (default sizes 1e5 2.5e5 5e5 1e6 2e6; 15 calls each)")
   args = p.parse_args(argv)
+  if args.calls is not None and args.calls < 1:
+    p.error(f"--calls must be at least 1, got {args.calls}")
+  if args.calls is not None and args.sums_forms:
+    p.error("--calls does not apply to --sums-forms")
   common.setup_platform(args)
   if args.sums_forms:
     return main_sums_forms(args)
   sizes = [int(s) for s in (args.sizes or ((1e5, 1e6) if args.quick else (1e5, 1e6, 1e7, 1e8)))]
-  if args.calls is not None and args.calls < 1:
-    p.error(f"--calls must be at least 1, got {args.calls}")
   calls = args.calls or (20 if common.jax_device()["platform"] == "gpu" else 1)
   info = common.machine_info()
   print(common.header("homogeneity update vs copy bandwidth (float32)", info))
@@ -370,7 +383,8 @@ def main(argv=None):
                     bytes_formula=formula(),
                     reference="max of the two copy bandwidths, same size, same run",
                     calls_per_timing=calls,
-                    statistic="median of back-to-back donated calls, arms interleaved"),
+                    statistic="median of back-to-back donated calls (with calls_per_timing > 1:"
+                              " steps of one jitted fori_loop), arms interleaved"),
       rows=rows,
   )
   for P in sizes:

@@ -10,10 +10,11 @@ Every benchmark script:
   the machine, the load average before and after, the library versions, the
   date and the exact command. ``<name>`` is the benchmark's name followed by
   the platform (``overhead_cpu``, ``overhead_gpu``, ...) and the tag;
-* keeps what it has measured so far in ``benchmarks/out/<name>.progress.json``
-  (``progress``) after each config, batch, size or problem, so that a run cut
-  short (a ``timeout``, Ctrl-C) loses at most the unit in hand; the finished
-  record removes that file.
+* keeps what it has measured so far in
+  ``benchmarks/out/<name>.<start time>.progress.json`` (``progress``) after
+  each config, batch, size or problem, so that a run cut short (a ``timeout``,
+  Ctrl-C) loses at most the unit in hand; the run's finished record removes
+  its own file, and no other run touches it.
 """
 
 from __future__ import annotations
@@ -175,22 +176,24 @@ def output_name(bench: str, args) -> str:
   return name + (f"_{args.tag}" if args.tag else "")
 
 
-def _progress_path(bench: str, args) -> pathlib.Path:
-  return OUT_DIRS[0] / f"{output_name(bench, args)}.progress.json"
+def _progress_path(bench: str, args, info: dict[str, Any]) -> pathlib.Path:
+  """One file per run: the name has the run's start time (``info["date_utc"]``)."""
+  stamp = "".join(c for c in str(info.get("date_utc", ""))[:19] if c.isalnum())
+  return OUT_DIRS[0] / f"{output_name(bench, args)}.{stamp}.progress.json"
 
 
 def progress(bench: str, args, record: dict[str, Any], info: dict[str, Any]) -> None:
   """Keeps an unfinished run's record so far in ``benchmarks/out/`` only.
 
   Written after each unit of work (config, batch, size, problem), replaced by
-  the next, and removed by ``write``; what a run cut short had measured stays
-  there (``"finished": false``), never in ``benchmarks/results/``.
+  the next, and removed by the same run's ``write``; what a run cut short had
+  measured stays there (``"finished": false``), never in ``benchmarks/results/``.
   """
   if args.no_write:
     return
   payload = {"benchmark": bench, "quick": bool(args.quick), "finished": False,
              "machine": info, **record}
-  path = _progress_path(bench, args)
+  path = _progress_path(bench, args, info)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
@@ -219,7 +222,7 @@ def write(bench: str, args, record: dict[str, Any], info: dict[str, Any],
     path = d / f"{output_name(bench, args)}.json"
     path.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
     paths.append(path)
-  _progress_path(bench, args).unlink(missing_ok=True)
+  _progress_path(bench, args, info).unlink(missing_ok=True)
   print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
   if not keep:
     print("(a --quick or partial run: not written to benchmarks/results/; give a partial run"

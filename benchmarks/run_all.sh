@@ -15,7 +15,7 @@
 # by default). A script that fails or runs out of time does not stop the others;
 # the exit status is 1 if any failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 args=()
 for a in "$@"; do
@@ -35,7 +35,7 @@ echo "# $(date -u +%FT%TZ)  nproc=$(nproc)  load: $(cut -d' ' -f1-3 /proc/loadav
 failed=()
 for bench in bench_overhead bench_torch bench_memory bench_seeds; do
   echo
-  echo "## python -m benchmarks.${bench} ${args[*]:-}"
+  echo "## ${py} -m benchmarks.${bench} ${args[*]:-}"
   "${limit[@]}" "$py" -m "benchmarks.${bench}" "${args[@]}" || failed+=("$bench (exit $?)")
 done
 if (( ${#failed[@]} )); then

@@ -28,22 +28,26 @@ def test_sums_forms_compiles_each_form_and_restores_the_threshold(monkeypatch):
   assert row["stacked_ms"] > 0 and row["direct_ms"] > 0
 
 
-def test_a_timing_spreads_over_back_to_back_calls():
-  """``chained(..., calls=k)`` runs k calls per timing, feeds each output to the next,
-  and returns seconds per call."""
+def test_a_timing_of_k_calls_runs_k_steps_on_the_device_and_returns_seconds_per_step(monkeypatch):
+  """``chained(..., calls=k)``: one jitted loop of k steps per timing, each step's output
+  fed to the next (the carry advances by k), timed once and divided by k."""
+  import types
+
+  import jax
   import jax.numpy as jnp
-  seen = []
 
-  def fn(x):
-    seen.append(float(x))
-    return (x + 1,)
-
-  timer = bench_memory.chained(fn, (jnp.float32(0),), calls=3)
-  assert seen == [0, 1, 2, 3, 4, 5]  # compile and warm-up: two timings' worth
-  t = timer()
-  assert seen[6:] == [6, 7, 8] and t > 0
+  step = jax.jit(lambda x: (x + 1,))
+  timer = bench_memory.chained(step, (jnp.float32(0),), calls=3)
+  assert float(timer.box[0][0]) == 6.0  # compile and warm-up: two timings of 3 steps
+  clock = iter([10.0, 16.0])  # the timer's two reads of perf_counter
+  monkeypatch.setattr(bench_memory, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  assert timer() == pytest.approx(2.0)  # 6 s for 3 steps
+  assert float(timer.box[0][0]) == 9.0
 
 
-def test_calls_must_be_positive():
+def test_calls_must_be_positive_and_not_with_sums_forms():
   with pytest.raises(SystemExit):
-    bench_memory.main(["--calls", "0", "--no-write", "--platform", "cpu"])
+    bench_memory.main(["--calls", "0", "--sizes", "1e3", "--reps", "1", "--no-write",
+                       "--platform", "cpu"])
+  with pytest.raises(SystemExit):
+    bench_memory.main(["--calls", "2", "--sums-forms", "--no-write", "--platform", "cpu"])

@@ -73,21 +73,29 @@ def test_a_run_cut_short_keeps_its_finished_configs(tmp_path, monkeypatch):
     return [dict(config=name, arm="adam", us_per_step=1.0)]
 
   monkeypatch.setattr(bench_overhead, "bench_config", fake_config)
+  stamps = iter(["2026-01-01T00:00:00+00:00", "2026-01-01T00:05:00+00:00",
+                  "2026-01-01T00:09:00+00:00"])
+  real_info = common.machine_info
+  monkeypatch.setattr(common, "machine_info", lambda: dict(real_info(), date_utc=next(stamps)))
   with pytest.raises(RuntimeError, match="cut"):
     bench_overhead.main(["--platform", "cpu", "--tag", "cut"])
-  kept = json.loads((out / "overhead_cpu_cut.progress.json").read_text())
+  cut = out / "overhead_cpu_cut.20260101T000000.progress.json"
+  kept = json.loads(cut.read_text())
   assert kept["finished"] is False
   assert [r["config"] for r in kept["rows"]] == done
   assert not results.exists()
 
+  # Later runs, a finished --quick one and a finished full one, leave the cut run's file
+  # alone and remove only their own.
   monkeypatch.setattr(bench_overhead, "bench_config", lambda name, *a: [
       dict(config=name, arm="adam", us_per_step=1.0)])
+  bench_overhead.main(["--platform", "cpu", "--tag", "cut", "--quick"])
   bench_overhead.main(["--platform", "cpu", "--tag", "cut"])
-  assert not (out / "overhead_cpu_cut.progress.json").exists()  # the finished record replaces it
+  assert sorted(p.name for p in out.glob("*.progress.json")) == [cut.name]
   assert (results / "overhead_cpu_cut.json").exists()
 
 
-def test_the_one_reduction_arm_is_part1_with_other_sums():
+def test_the_one_reduction_arm_is_part1_with_other_sums(monkeypatch):
   """``part1-onesum`` traces its own N and D, and its updates are part1's to float rounding."""
   import jax
   import jax.numpy as jnp
@@ -101,11 +109,10 @@ def test_the_one_reduction_arm_is_part1_with_other_sums():
     calls.append(1)
     return original(*args, **kwargs)
 
+  monkeypatch.setattr(bench_overhead, "one_reduction_sums", counted)
   outs = {}
   for arm in ("part1", "part1-onesum"):
     tx = bench_overhead.make_tx(arm, average, 10)
-    if arm == "part1-onesum":
-      tx = bench_overhead.with_sums(bench_overhead.make_tx("part1", average, 10), counted)
     run = bench_overhead.make_run(model, tx, 3)
     p = jax.tree.map(jnp.copy, params)
     s = jax.tree.map(jnp.copy, tx.init(p))
