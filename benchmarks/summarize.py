@@ -137,11 +137,12 @@ def memory(rec):
   calls = rec["settings"].get("calls_per_timing", 1)
   # One call per timing on a GPU: the copy reference's time is mostly dispatch and
   # wait (Part I then exceeds 100 % of "copy"), so no verdict is drawn from it.
+  # With more steps per timing they run in one jitted fori_loop (bench_memory --calls).
   judged = not (on_gpu(rec) and calls == 1)
   out = [machine_line(rec), "",
-         f"Calls per timing: {calls}." + ("" if judged else
-         " On a GPU that makes the copy reference dispatch-bound: % of copy is printed,"
-         " not judged against the target."), "",
+         f"Steps per timing: {calls}." + ("" if judged else
+         " One call per timing on a GPU makes the copy reference dispatch-bound: % of copy"
+         " is printed, not judged against the target."), "",
          "| P | config | bytes (formula) | ms | GB/s | copy GB/s (x·1.0001 / x+y) | % of copy |"
          " copy-speed passes (ideal) | notes |",
          "|---|---|---|---|---|---|---|---|---|"]
