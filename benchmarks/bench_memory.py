@@ -211,18 +211,19 @@ def chained(fn, carry, extra=(), calls=1):
   as long as moving the data. The carry changes every step, so XLA cannot
   hoist the step out of the loop.
   """
+  n = len(carry)
   if calls > 1:
     step = fn
 
-    def loop(carry, *extra):
-      return jax.lax.fori_loop(0, calls, lambda _, c: tuple(step(*c, *extra)), tuple(carry))
+    def loop(*args):  # the carry, then extra: the same call as fn's
+      return jax.lax.fori_loop(0, calls, lambda _, c: tuple(step(*c, *args[n:])), args[:n])
 
-    fn = jax.jit(loop, donate_argnums=0)
+    fn = jax.jit(loop, donate_argnums=tuple(range(n)))
   box = [tuple(carry)]
 
   def go():
     t0 = time.perf_counter()
-    box[0] = tuple(fn(box[0], *extra) if calls > 1 else fn(*box[0], *extra))
+    box[0] = tuple(fn(*box[0], *extra))
     jax.block_until_ready(box[0])
     return (time.perf_counter() - t0) / calls
 
