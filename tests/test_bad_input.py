@@ -139,6 +139,85 @@ def test_python_float_params():
   assert updates["w"].shape == () and np.isfinite(float(updates["w"]))
 
 
+@pytest.mark.parametrize("variant", ["A-B", "COMPLETE"])
+def test_python_float_params_with_an_initial_average_and_history(variant):
+  """Python scalars as leaves also with an initial average and (Part II) a history,
+  and they give the same update as the same values as float32 arrays."""
+  tx = paper(variant, initial_average={"w": 0.25, "b": np.float32(-0.5)})
+  params = {"w": 1.0, "b": np.float32(0.75)}
+  grads = {"w": jnp.asarray(0.5), "b": jnp.asarray(-0.2)}
+  updates, state = tx.update(grads, tx.init(params), params)
+  arrays = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  tx_arrays = paper(variant, initial_average={"w": jnp.float32(0.25), "b": jnp.float32(-0.5)})
+  expected, _ = tx_arrays.update(grads, tx_arrays.init(arrays), arrays)
+  chex.assert_trees_all_equal(updates, expected)
+  assert homax.find_state(state).running_average["w"].dtype == jnp.float32
+
+
+def test_history_flag_may_be_a_numpy_bool():
+  assert homax.homogeneity(1e-2, history=np.bool_(True)).init({"w": jnp.ones(2)}).history != ()
+  with raises_naming(ValueError, "history", ["True or False"]):
+    homax.homogeneity(1e-2, history=1)
+
+
+@pytest.mark.parametrize("lam", [jnp.array([0.0, 1.0]), np.ones((1,)), "0.5", None, True])
+def test_lam_of_the_derivative_must_be_a_scalar(lam):
+  params = params_tree()
+  with raises_naming(ValueError, "lam", ["scalar"]):
+    homax.homogeneity_derivative(params, jax.tree.map(jnp.zeros_like, params), lam)
+
+
+def test_a_traced_lam_must_be_a_scalar_too():
+  params = params_tree()
+  average = jax.tree.map(jnp.zeros_like, params)
+  derivative = jax.jit(lambda lam: homax.homogeneity_derivative(params, average, lam))
+  with raises_naming(ValueError, "lam", ["scalar"]):
+    derivative(jnp.array([0.0, 1.0]))
+  chex.assert_trees_all_close(derivative(jnp.float32(0.25)),
+                              homax.homogeneity_derivative(params, average, 0.25))
+
+
+def test_a_lambda_schedule_must_return_a_scalar():
+  """A (1,)-shaped λ would change the state's shapes after the first update."""
+  tx = homax.homogeneity(1e-2, lambda count: jnp.full((1,), 0.5))
+  params = params_tree()
+  with raises_naming(ValueError, "lambda_schedule", ["scalar"]):
+    tx.update(grads_tree(), tx.init(params), params)
+
+
+@pytest.mark.parametrize("variant, argument, bad", [
+    ("COMPLETE", "lambda_value", "0.5"),
+    ("COMPLETE", "lambda_value", "abc"),
+    ("COMPLETE", "lambda_value", np.array([0.5, 0.6])),
+    ("COMPLETE", "lambda_value", True),
+    ("HYBRID", "beta", "0.9"),
+    ("HYBRID", "beta", True),
+    ("B-A", "learning_rate", optax.constant_schedule(1e-2)),
+    ("B-B", "learning_rate", "0.01"),
+])
+def test_paper_optimizer_scalars_of_the_wrong_type(variant, argument, bad):
+  kwargs = {argument: bad}
+  if variant == "COMPLETE":
+    kwargs["lambda_type"] = "fixed"
+  with raises_naming(ValueError, argument):
+    paper(variant, **kwargs)
+
+
+def test_paper_optimizer_inside_inject_hyperparams_says_what_to_do():
+  """total_steps sets the λ schedule: traced by inject_hyperparams, it cannot; the error says
+  to make it static."""
+  factory = optax.inject_hyperparams(homax.paper_optimizer, static_args=("variant",))
+  tx = factory("A-A", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+  params = params_tree()
+  with raises_naming(ValueError, "total_steps", ["static_args"]):
+    jax.jit(tx.update)(grads_tree(), tx.init(params), params)
+  factory = optax.inject_hyperparams(homax.paper_optimizer, static_args=("variant", "total_steps"))
+  tx = factory("A-A", learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+  updates, _ = jax.jit(tx.update)(grads_tree(), tx.init(params), params)
+  expected, _ = paper("A-A").update(grads_tree(), paper("A-A").init(params), params)
+  chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # λ, β and T.
 
@@ -306,7 +385,8 @@ def test_integer_or_boolean_leaves(dtype):
 @pytest.mark.parametrize("where, bad", [("params", NAN), ("grads", NAN), ("params", INF), ("grads", -INF)])
 def test_nonfinite_values_propagate_as_nan(where, bad):
   # Documented: N and D are global sums, so one bad element makes the update
-  # of every element NaN (no silent clipping or zeroing).
+  # of every element NaN (no silent clipping or zeroing); here no element has
+  # θ' = ā (see the next test for those).
   tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
   params, grads = params_tree(), grads_tree()
   state = tx.init(params)
@@ -318,6 +398,32 @@ def test_nonfinite_values_propagate_as_nan(where, bad):
   for leaf in jax.tree.leaves(updates):
     assert np.isnan(np.asarray(leaf)).all()
   assert np.isnan(float(homax.metrics(new_state)["similarity"]))
+
+
+@pytest.mark.parametrize("rule", homax.RULES)
+def test_nonfinite_values_spare_only_the_elements_where_theta_equals_the_average(rule):
+  """With N and D NaN, the paper rules' case c5 (θ' = ā) still gives an exact 0; the exact
+  rule's value there, −N·sign(θ')/D², is NaN like every other element's. "paper-full" also
+  gives 0 outside cases c1-c5, where the NaN element itself falls (its comparisons are false)."""
+  params = params_tree()
+  params = {**params, "b": params["b"].at[1].set(NAN)}
+  # SGD at learning rate 0 leaves θ' = θ; the average equals θ except at w[0, 0], where
+  # θ' = 0.5 > ā = 0.25 > 0 (case c1).
+  average = {**params, "w": params["w"].at[0, 0].set(0.25)}
+  tx = optax.chain(optax.sgd(0.0), homax.homogeneity(1e-2, rule=rule, initial_average=average))
+  updates, _ = tx.update(grads_tree(), tx.init(params), params)
+  # Leaves in tree order ("b", then "w"), flattened.
+  c1 = np.concatenate([np.zeros(4, bool), np.arange(12) == 0])
+  nan_element = np.concatenate([np.arange(4) == 1, np.zeros(12, bool)])
+  flat = np.concatenate([np.ravel(np.asarray(u)) for u in jax.tree.leaves(updates)])
+  if rule == "exact":
+    assert np.isnan(flat).all()
+  elif rule == "paper":
+    assert np.isnan(flat[c1 | nan_element]).all()
+    np.testing.assert_array_equal(flat[~(c1 | nan_element)], 0.0)
+  else:
+    assert np.isnan(flat[c1]).all()
+    np.testing.assert_array_equal(flat[~c1], 0.0)
 
 
 def _homogeneity_leaves(opt_state):

@@ -4,7 +4,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
+import optax
 import pytest
 
 import homax
@@ -34,12 +37,40 @@ def test_fixed(value):
   assert lambda_schedules.fixed(value)(jnp.zeros((2, 3), jnp.int32)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("total", [1, 2, 10, 50])
+@pytest.mark.parametrize("total", [1, 2, 10, 50, 80])
 def test_linear(total):
-  expected = (_t(STEPS) - 1.0) / total
+  expected = np.minimum((_t(STEPS) - 1.0) / total, 1.0)
   assert_schedule(lambda_schedules.linear(total), expected)
-  # λ reaches 1 at the last step k = T - 1.
-  assert float(lambda_schedules.linear(total)(total - 1)) == pytest.approx(1.0)
+  # λ reaches 1 at the last step k = T - 1, exactly, and stays there.
+  assert float(lambda_schedules.linear(total)(total - 1)) == 1.0
+  assert float(lambda_schedules.linear(total)(total + 100)) == 1.0
+
+
+@hypothesis.given(total=st.integers(1, 10**6), k=st.integers(0, 10**6))
+def test_linear_is_the_unbounded_formula_up_to_the_last_step(total, k):
+  """Within the run (k < T) the bound changes no bit; past it λ is 1, never more."""
+  got = float(lambda_schedules.linear(total)(jnp.int32(k)))
+  formula = float((jnp.float32(k) + 2.0 - 1.0) / jnp.float32(total))
+  assert got == (formula if k < total else 1.0)
+
+
+def test_a_part_ii_run_past_total_steps_stays_bounded():
+  """COMPLETE with the linear λ, run four times as long as its T: the history stays finite
+  and of the size it has at T (unbounded, λ = (k + 1)/T would grow it geometrically)."""
+  total = 5
+  tx = homax.paper_optimizer("COMPLETE", learning_rate=1e-2, homogeneity_learning_rate=0.05,
+                             total_steps=total, lambda_type="linear",
+                             initial_average={"w": jnp.linspace(-1.0, 1.0, 6)})
+  params = {"w": jnp.linspace(-0.5, 0.7, 6)}
+  state = tx.init(params)
+  sizes = []
+  for k in range(4 * total):
+    updates, state = tx.update({"w": jnp.sin(params["w"] + k)}, state, params)
+    params = optax.apply_updates(params, updates)
+    sizes.append(float(jnp.max(jnp.abs(homax.find_state(state).history["w"]))))
+  assert float(homax.metrics(state)["lambda"]) == 1.0
+  assert np.isfinite(sizes).all()
+  assert max(sizes[total:]) <= 2.0 * max(sizes[:total])
 
 
 def test_linear_with_one_step_gives_lambda_one_at_step_zero():
@@ -86,7 +117,8 @@ def test_lambda_types():
   assert set(lambda_schedules.LAMBDA_TYPES) == {"fixed", "linear", "dynamic", "hybrid"}
 
 
-@pytest.mark.parametrize("value", [None, 1.5, -0.1, math.nan, math.inf])
+@pytest.mark.parametrize("value", [None, 1.5, -0.1, math.nan, math.inf, "0.5", True,
+                                   np.array([0.5, 0.6])])
 def test_fixed_rejects(value):
   with pytest.raises(ValueError):
     lambda_schedules.fixed(value)
@@ -101,7 +133,7 @@ def test_linear_rejects_total_steps(total):
 @pytest.mark.parametrize(
     "beta,total",
     [(None, 10), (0.0, 10), (-0.5, 10), (math.nan, 10), (math.inf, 10),
-     (0.5, 1), (0.5, 0), (0.5, -1), (0.5, 2.5)],
+     (0.5, 1), (0.5, 0), (0.5, -1), (0.5, 2.5), ("0.9", 10), (True, 10)],
 )
 def test_hybrid_rejects(beta, total):
   with pytest.raises(ValueError):
@@ -111,8 +143,16 @@ def test_hybrid_rejects(beta, total):
 @pytest.mark.parametrize(
     "lr,total",
     [(-1e-3, 10), (0.0, 10), (math.nan, 10), (math.inf, 10),
-     (1e-3, 0), (1e-3, -1), (1e-3, 2.5)],
+     (1e-3, 0), (1e-3, -1), (1e-3, 2.5), ("0.01", 10), (True, 10),
+     (optax.constant_schedule(1e-3), 10)],
 )
 def test_dynamic_homogeneity_lr_rejects(lr, total):
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="learning_rate|total_steps"):
     homax.dynamic_homogeneity_lr(lr, total)
+
+
+def test_traced_arguments_are_refused_with_the_inject_hyperparams_hint():
+  with pytest.raises(ValueError, match="total_steps.*static_args"):
+    jax.jit(lambda t: lambda_schedules.linear(t)(0))(10)
+  with pytest.raises(ValueError, match="beta.*static_args"):
+    jax.jit(lambda b: lambda_schedules.hybrid(b, 10)(0))(0.9)

@@ -178,6 +178,54 @@ def test_no_recompilation_on_second_call(base, history):
   assert len(traces) == 1
 
 
+@pytest.mark.parametrize("history", [False, True])
+def test_inside_multi_steps(history):
+  """optax.MultiSteps(every_k_schedule=2): the homogeneity step runs once per macro-step, on
+  the mean of its micro-steps' gradients, as the chain alone would on that mean."""
+  params = {"w": jnp.array([[0.3, -0.2], [0.1, 0.6]]), "b": jnp.array([0.05, -0.4])}
+  micro = [jax.tree.map(lambda p, s=s: jnp.sin(p * s + s), params) for s in (1.0, 2.0, 3.0, 4.0)]
+  multi = optax.MultiSteps(chain(history=history), every_k_schedule=2)
+  plain = chain(history=history)
+  m_state, p_state = multi.init(params), plain.init(params)
+  m_params, p_params = params, params
+  for i, grads in enumerate(micro):
+    updates, m_state = jax.jit(multi.update)(grads, m_state, m_params)
+    m_params = optax.apply_updates(m_params, updates)
+    if i % 2 == 1:
+      mean = jax.tree.map(lambda a, b: (a + b) / 2, micro[i - 1], grads)
+      updates, p_state = plain.update(mean, p_state, p_params)
+      p_params = optax.apply_updates(p_params, updates)
+  assert int(homax.find_state(m_state).count) == 2
+  assert_trees_close(m_params, p_params, rtol=1e-6, atol=1e-7)
+  assert_trees_close(homax.find_state(m_state).running_average,
+                     homax.find_state(p_state).running_average, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_vmap_over_seeds_matches_one_at_a_time(history):
+  """jax.vmap of init and update over a leading seed axis (what experiments.train does) gives
+  each seed what the unbatched transformation gives it."""
+  seeds = 4
+  params = {"w": jax.random.normal(jax.random.key(0), (seeds, 3, 2)),
+            "b": jax.random.normal(jax.random.key(1), (seeds, 2))}
+  average = jax.tree.map(lambda p: 0.5 * p[::-1], params)
+  grads = jax.tree.map(lambda p: jnp.cos(3.0 * p), params)
+  make = lambda avg: chain(history=history, initial_average=avg)  # noqa: E731
+
+  def run(p, avg, g):
+    opt = make(avg)
+    state = opt.init(p)
+    for _ in range(3):
+      updates, state = opt.update(g, state, p)
+      p = optax.apply_updates(p, updates)
+    return p, homax.metrics(state)["similarity"]
+
+  batched = jax.jit(jax.vmap(run))(params, average, grads)
+  for i in range(seeds):
+    one = jax.jit(run)(*jax.tree.map(lambda x, i=i: x[i], (params, average, grads)))
+    assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), one, rtol=2e-6, atol=1e-7)
+
+
 def test_map_params():
   opt = chain("adam", history=True)
   params = {"w": jnp.ones((2, 3)), "b": jnp.array([0.5, -1.0])}

@@ -179,7 +179,8 @@ def similarity(params: PyTree, average: PyTree, eps: float = 1e-8) -> Array:
 
   Returns:
     A scalar in :math:`[0, 1]` (:math:`N \le D` by the triangle inequality),
-    in the accumulation dtype (at least float32).
+    in the accumulation dtype (at least float32); NaN if ``eps=0`` and both
+    pytrees are all zeros (0/0).
 
   Example:
     >>> import jax.numpy as jnp, homax
@@ -355,6 +356,9 @@ def homogeneity_derivative(
   _check_floating(params, "params")
   if dtype is not None and not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
     raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}.")
+  _concrete_scalar(lam, "lam", "a scalar (a float or a 0-d array)")
+  if jnp.ndim(lam) != 0:
+    raise ValueError(f"lam must be a scalar (a float or a 0-d array), got shape {jnp.shape(lam)}.")
   n, d = sums(params, average, eps)
   c_tree, _ = _coefficients(params, average, n, d, rule)
   scale = 1.0 - jnp.asarray(lam, n.dtype)

@@ -52,11 +52,11 @@ def lambda_schedule_for(lambda_type: str, *, total_steps: int, lambda_value=None
     beta: :math:`\beta > 0` for "hybrid" (required there).
   """
   if lambda_type == "fixed":
-    if lambda_value is None:
-      raise ValueError("lambda_value is required when lambda_type='fixed' (a float in [0, 1]).")
     # Checked here too so that the message names the caller's argument,
     # not schedules.fixed's `value`.
-    if not 0.0 <= float(lambda_value) <= 1.0:
+    value = schedules._check_float(
+        lambda_value, "lambda_value", "a float in [0, 1] when lambda_type='fixed'")
+    if not 0.0 <= value <= 1.0:
       raise ValueError(
           f"lambda_value must be a float in [0, 1] for lambda_type='fixed', got {lambda_value!r}."
       )

@@ -12,14 +12,25 @@ import math
 import operator
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from homax._src import derivative
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+_TRACED_HINT = (
+    " Inside optax.inject_hyperparams, which turns numeric arguments into traced"
+    " arrays, list it in static_args."
+)
+
+
 def _check_int(value, name: str, minimum: int = 1) -> int:
   """``value`` as a Python int (NumPy integers too), or a ValueError naming it."""
+  if isinstance(value, jax.core.Tracer):
+    raise ValueError(f"{name} must be a concrete int >= {minimum}, got a traced value.{_TRACED_HINT}")
   if isinstance(value, (bool, np.bool_)):
     raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
   try:
@@ -35,6 +46,20 @@ def _check_total_steps(total_steps, minimum: int = 1) -> int:
   return _check_int(total_steps, "total_steps", minimum)
 
 
+def _check_float(value, name: str, requirement: str) -> float:
+  """``value`` as a Python float: a concrete real scalar, else a ValueError naming ``name``.
+
+  Strings, booleans, arrays of more than one element, ``None`` and traced
+  values are refused; the range is the caller's to check.
+  """
+  if value is None:
+    raise ValueError(f"{name} is required: {requirement}.")
+  number = derivative._concrete_scalar(value, name, requirement)
+  if number is None:
+    raise ValueError(f"{name} must be a concrete number ({requirement}), got a traced value.{_TRACED_HINT}")
+  return number
+
+
 def _t(count) -> jnp.ndarray:
   return jnp.asarray(count, jnp.float32) + 2.0
 
@@ -45,9 +70,7 @@ def fixed(value: float) -> Schedule:
   Args:
     value: :math:`\lambda \in [0, 1]`.
   """
-  if value is None:
-    raise ValueError("fixed(value): value is required (a float in [0, 1]).")
-  value = float(value)
+  value = _check_float(value, "fixed(value): value", "a float in [0, 1]")
   if not 0.0 <= value <= 1.0 or math.isnan(value):
     raise ValueError(f"fixed(value): value must be in [0, 1], got {value}.")
 
@@ -58,9 +81,15 @@ def fixed(value: float) -> Schedule:
 
 
 def linear(total_steps: int) -> Schedule:
-  r""":math:`\lambda_k = (t - 1)/T = (k + 1)/T` (variants A-A, B-A; Part II ``linear``).
+  r""":math:`\lambda_k = \min((t - 1)/T, 1) = \min((k + 1)/T, 1)` (variants A-A, B-A; Part II ``linear``).
 
-  Reaches 1 at the last step :math:`k = T - 1`.
+  Reaches 1 at the last step :math:`k = T - 1` and stays there, as
+  ``optax.linear_schedule`` holds its end value. The seed never steps past
+  :math:`T`; without the bound, a run longer than ``total_steps`` (a miscounted
+  :math:`T`, or ``optax.MultiSteps``, which counts its macro-steps only) would
+  get :math:`\lambda > 1`, which flips the derivative's sign and, with Part II's
+  history :math:`g_k = d_k + \lambda g_{k-1}`, grows :math:`g` geometrically.
+  Up to step :math:`T - 1` the bound changes no bit ((k + 1)/T ≤ 1 there).
 
   Args:
     total_steps: :math:`T \ge 1`, an int (NumPy integers too).
@@ -68,7 +97,7 @@ def linear(total_steps: int) -> Schedule:
   total = _check_total_steps(total_steps)
 
   def schedule(count):
-    return (_t(count) - 1.0) / total
+    return jnp.minimum((_t(count) - 1.0) / total, 1.0)
 
   return schedule
 
@@ -88,15 +117,16 @@ def hybrid(beta: float, total_steps: int) -> Schedule:
 
   The article sweeps :math:`\beta \in [0.5, 1.01]`; :math:`\beta > 1` makes
   :math:`\lambda` exceed 1 late in training, as published, so any finite
-  :math:`\beta > 0` is accepted.
+  :math:`\beta > 0` is accepted, and the formula is not bounded: past
+  :math:`k = T - 1`, where the seed stops, it goes on as written (HYBRID is a
+  Part I variant, without history, so λ outside [0, 1] changes the size and
+  sign of the derivative but does not compound).
 
   Args:
     beta: :math:`\beta > 0`.
     total_steps: :math:`T \ge 2` (:math:`\alpha` divides by :math:`T - 1`).
   """
-  if beta is None:
-    raise ValueError("hybrid(beta, total_steps): beta is required (a float > 0).")
-  beta = float(beta)
+  beta = _check_float(beta, "hybrid: beta", "a finite float > 0")
   if not beta > 0.0 or math.isinf(beta):
     raise ValueError(f"hybrid: beta must be a finite float > 0, got {beta}.")
   total = _check_total_steps(total_steps, minimum=2)
@@ -116,7 +146,9 @@ def dynamic_homogeneity_lr(learning_rate: float, total_steps: int) -> float:
     learning_rate: :math:`\eta > 0`, Adam's learning rate.
     total_steps: :math:`T \ge 1`.
   """
-  lr = float(learning_rate)
+  lr = _check_float(
+      learning_rate, "learning_rate",
+      "a finite float > 0 (η_h = 2η/(ηT + 1) is computed from it once, so it cannot be a schedule)")
   if not lr > 0.0 or math.isinf(lr):
     raise ValueError(f"learning_rate must be a finite float > 0, got {learning_rate!r}.")
   total = _check_total_steps(total_steps)

@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from optax._src import base as optax_base
 
@@ -69,6 +70,12 @@ def _check_learning_rate(learning_rate, name: str = "learning_rate") -> None:
 def _leaf_dtype(leaf):
   dtype = getattr(leaf, "dtype", None)
   return jnp.dtype(dtype) if dtype is not None else jnp.result_type(leaf)
+
+
+def _as_array(leaf):
+  if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
+    return leaf
+  return jnp.asarray(leaf)
 
 
 def _check_params(params) -> None:
@@ -261,10 +268,12 @@ def homogeneity(
   outside cases c1-c5 gets :math:`g_k = 0`, its history dropped, as in Part II.
 
   Non-finite values propagate: a NaN or Inf in ``params`` or ``updates`` makes
-  :math:`N` and :math:`D` NaN and, since they are global sums, the update of
-  every element. Wrap the chain in ``optax.apply_if_finite`` to skip such a
-  step; the skipped step leaves the running average, history and count as
-  they were.
+  :math:`N` and :math:`D` NaN and, since they are global sums, the derivative
+  of every element, except where :math:`\theta' = \bar a` under the paper
+  rules (case c5, an exact 0 whatever N and D) and, with ``"paper-full"``,
+  outside cases c1-c5 (0, the NaN element itself included). Wrap the chain in
+  ``optax.apply_if_finite`` to skip such a step; the skipped step leaves the
+  running average, history and count as they were.
 
   Args:
     learning_rate: :math:`\eta_h > 0`, a float or a schedule ``count -> value``
@@ -310,8 +319,9 @@ def homogeneity(
   derivative_lib._check_rule(rule)
   if direction not in DIRECTIONS:
     raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
-  if not isinstance(history, bool):
+  if not isinstance(history, (bool, np.bool_)):
     raise ValueError(f"history must be True or False, got {history!r}.")
+  history = bool(history)
   if lambda_schedule is None:
     lambda_schedule = schedules_lib.dynamic()
   if not callable(lambda_schedule):
@@ -328,6 +338,9 @@ def homogeneity(
   materialize = not history and step != "sgd"
 
   def init_fn(params):
+    # Python and NumPy scalars or arrays as leaves become jax arrays, as in
+    # update; jax arrays and ShapeDtypeStructs (abstract init) stay as they are.
+    params = jax.tree.map(_as_array, params)
     _check_params(params)
     if initial_average is None:
       # zeros_like keeps each leaf's sharding (explicit-mesh types), so the
@@ -359,13 +372,19 @@ def homogeneity(
     if params is None:
       raise ValueError(optax_base.NO_PARAMS_MSG)
     # Python scalars as leaves (init accepts them) become arrays.
-    params = jax.tree.map(jnp.asarray, params)
+    params = jax.tree.map(_as_array, params)
     k = state.count
     avg = state.running_average
     # θ': where the base optimizer's step lands (the seed's `status`).
     theta = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
     n, d = derivative_lib.sums(theta, avg, eps)
-    lam = jnp.asarray(lambda_schedule(k), n.dtype)
+    lam = lambda_schedule(k)
+    if jnp.ndim(lam) != 0:
+      raise ValueError(
+          "lambda_schedule must return a scalar λ for a scalar step count; got"
+          f" shape {jnp.shape(lam)}."
+      )
+    lam = jnp.asarray(lam, n.dtype)
     s = 1.0 - n / d
     h = (1.0 - lam) * s + lam * state.homogeneity.astype(n.dtype)
     dk, mask = derivative_lib.derivative_and_mask(theta, avg, lam, n, d, rule)
