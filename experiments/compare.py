@@ -56,8 +56,8 @@ penguins 30, breast_cancer 30, digits 20; Fashion-MNIST with seed 002's
 first 10000 of the 42000 training images, the first 2000 validation images and
 the full official 10000-image test set. 10 paired seeds. That is about 340 s of
 CPU time, half of it XLA compilation (60 programs of 1–5 s each, compiled two
-at a time); the recorded run took 5 min 47 s wall on 2 CPU cores that other
-jobs were also using (4 min 31 s in a quieter moment).
+at a time); the recorded run (``results/compare.md``) took 199 s wall on 2
+shared CPU cores.
 
 **Time per step** (``us_per_step``) is the wall time of the compiled run
 divided by steps and by models (lr × seed) trained side by side, compile time
@@ -68,7 +68,14 @@ rough ratio between methods, not an absolute speed.
 Outputs in ``--out`` (default ``results/``), all written atomically:
 ``compare.csv``, ``compare.md``, ``compare/<dataset>.png`` (test accuracy with
 95 % CI per method), ``compare/time_per_step.png`` and ``compare/<dataset>.json``
-(every lr × seed result).
+(every lr × seed result). ``compare.csv`` and ``compare.md`` are rebuilt from
+the run's datasets only, so before anything trains the run stops (exit 2) if
+``--out`` is not a writable directory, if a dataset it was asked for (by
+``--dataset`` or by default) cannot be loaded, if ``--out``'s ``compare.csv``
+holds datasets the run would drop, or if a ``compare/<dataset>.json`` there is
+from a run with other settings (seeds, ``--quick``, epochs, sizes) or more
+methods. An unreadable ``compare/<dataset>.json`` is moved aside to
+``<dataset>.json.unreadable`` (``.unreadable.N`` if that is taken).
 
 **Seed-004 protocol** (``--protocol seed004``, 5 seeds by default): backprop vs
 forward-gradient training, both with plain SGD from the same weights and
@@ -100,7 +107,7 @@ import numpy as np
 import optax
 
 import homax
-from experiments import datasets, models, report
+from experiments import datasets, models, report, reproduce
 from experiments.train import cross_entropy
 
 PyTree = Any
@@ -836,7 +843,14 @@ def markdown(all_records: dict[str, list[dict]], configs: dict[str, dict], comma
   return "\n".join(lines) + "\n"
 
 
-def write_outputs(out: pathlib.Path, results: dict[str, dict], command: str, seconds: float) -> list[dict]:
+def write_outputs(out: pathlib.Path, results: dict[str, dict], command: str, seconds: float,
+                  keep_rows: Sequence[dict] = ()) -> list[dict]:
+  """Writes every output of ``results``; returns the CSV records.
+
+  ``keep_rows``: earlier ``compare.csv`` rows (as read) of datasets not in
+  ``results``, kept at the end of ``compare.csv`` (a run writes after each
+  dataset, and must not drop the earlier rows of those it has not rerun yet).
+  """
   all_records, configs, flat = {}, {}, []
   for name, result in results.items():
     recs = summarize(result)
@@ -844,7 +858,8 @@ def write_outputs(out: pathlib.Path, results: dict[str, dict], command: str, sec
     flat += recs
     plot_dataset(out / "compare" / f"{name}.png", result, recs)
     report.save_json(out / "compare" / f"{name}.json", run_json(result))
-  report.write_csv(out / "compare.csv", [_round(r) for r in flat], CSV_COLUMNS)
+  kept = [r for r in keep_rows if r.get("dataset") not in results]
+  report.write_csv(out / "compare.csv", [_round(r) for r in flat] + kept, CSV_COLUMNS)
   report.atomic_write_text(out / "compare.md", markdown(all_records, configs, command, seconds))
   plot_time(out / "compare" / "time_per_step.png", flat)
   return flat
@@ -1039,14 +1054,53 @@ def _seed004_markdown(records, tasks, command, seconds, seeds) -> str:
 # CLI.
 
 
-def _datasets_it_would_drop(out: pathlib.Path, names) -> list[str]:
-  """The datasets of an existing ``out/compare.csv`` that are not in ``names``."""
+def _earlier_rows(out: pathlib.Path) -> list[dict]:
+  """The rows of an existing ``out/compare.csv`` (none if there is none)."""
   path = out / "compare.csv"
   if not path.is_file():
     return []
   with open(path, newline="") as f:
-    found = {row.get("dataset") for row in csv.DictReader(f)}
+    return list(csv.DictReader(f))
+
+
+def _datasets_it_would_drop(out: pathlib.Path, names) -> list[str]:
+  """The datasets of an existing ``out/compare.csv`` that are not in ``names``."""
+  found = {row.get("dataset") for row in _earlier_rows(out)}
   return sorted(d for d in found if d and d not in names)
+
+
+# What a dataset's run must share with an earlier ``compare/<dataset>.json`` that
+# it would overwrite (besides a superset of its methods).
+RUN_SETTINGS = ("seeds", "quick", "epochs", "batch_size", "n_train", "n_val", "n_test", "model")
+
+
+def run_settings(name: str, data, *, seeds, quick: bool, epochs: int | None) -> dict:
+  """The settings of ``RUN_SETTINGS`` that :func:`run_dataset` will record for ``name``."""
+  cfg = DATASETS[name]
+  return dict(seeds=[int(s) for s in seeds], quick=bool(quick),
+              epochs=epochs or (cfg.quick_epochs if quick else cfg.epochs),
+              batch_size=cfg.batch_size, n_train=int(data.x_train.shape[0]),
+              n_val=int(data.x_val.shape[0]), n_test=int(data.x_test.shape[0]), model=cfg.model_name)
+
+
+def _other_run(path: pathlib.Path, settings: dict, methods) -> str | None:
+  """Why ``path`` (an earlier ``compare/<dataset>.json``) is another run's, or None.
+
+  Raises ValueError if it cannot be read.
+  """
+  try:
+    record = report.load_json(path)
+    config, earlier = record["config"], record["methods"]
+    if not (isinstance(config, dict) and isinstance(earlier, dict)):
+      raise TypeError("config and methods must be objects")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{type(e).__name__}: {e}") from None
+  differ = [f"{k} {config.get(k)!r} there, {v!r} now" for k, v in settings.items()
+            if config.get(k) != v]
+  missing = [m for m in earlier if m not in methods]
+  if missing:
+    differ.append(f"methods {', '.join(missing)} there, not in this run")
+  return "; ".join(differ) or None
 
 
 def main(argv=None) -> int:
@@ -1085,6 +1139,17 @@ def main(argv=None) -> int:
     if ignored:
       parser.error(f"{', '.join(ignored)} do(es) not apply to --protocol seed004 (its tasks,"
                    " methods and epochs are the seed's)")
+  methods = list(METHODS)
+  if args.methods:
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+      parser.error(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    methods = ["adam"] + [m for m in chosen if m != "adam"]
+  for problem in (reproduce.check_data_dir(args.data_dir), reproduce._check_out(args.out)):  # noqa: SLF001
+    if problem:
+      # Before anything trains: a bad --out would otherwise fail at the first write.
+      parser.error(problem)
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   command = "python -m experiments.compare" + ("" if argv is None and len(sys.argv) <= 1 else
                                                " " + " ".join(sys.argv[1:] if argv is None else argv))
@@ -1098,13 +1163,6 @@ def main(argv=None) -> int:
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
-  methods = list(METHODS)
-  if args.methods:
-    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-      parser.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
-    methods = ["adam"] + [m for m in chosen if m != "adam"]
   names = args.dataset or list(DEFAULT_DATASETS)
   dropped = _datasets_it_would_drop(args.out, names)
   if dropped:
@@ -1112,6 +1170,40 @@ def main(argv=None) -> int:
     parser.error(f"--out {args.out} holds compare results for {', '.join(dropped)}, which this run"
                  f" ({', '.join(names)}) would drop from {args.out / 'compare.csv'}; use another"
                  " --out, or move those files away first")
+  # Every dataset is loaded before anything trains: one that was asked for but
+  # cannot be loaded stops the run, rather than being left out of (hence
+  # dropped from) compare.csv and compare.md.
+  loaded = {}
+  for name in names:
+    try:
+      loaded[name] = load_data(name, quick=args.quick, data_dir=args.data_dir)
+    except datasets.DatasetUnavailable as e:
+      where = f" from --data-dir {args.data_dir}" if args.data_dir else ""
+      parser.error(f"--dataset {name} cannot be loaded{where}; leave it out with --dataset"
+                   " (one per dataset to run), or make it available.\n  "
+                   + str(e).replace("\n", "\n    "))
+    except (ValueError, OSError) as e:
+      # A damaged file: stop, naming it.
+      print(f"error: {name}: {e}", file=sys.stderr)
+      return 2
+  # Never overwrite another run's compare/<dataset>.json (other seeds, --quick, epochs, ...).
+  others = []
+  for name in names:
+    path = args.out / "compare" / f"{name}.json"
+    if not path.exists():
+      continue
+    settings = run_settings(name, loaded[name], seeds=seeds, quick=args.quick, epochs=args.epochs)
+    try:
+      why = _other_run(path, settings, methods)
+    except ValueError as e:
+      aside = reproduce.move_aside(path)
+      print(f"warning: {path} is unreadable ({e}); moved to {aside.name}", file=sys.stderr)
+      continue
+    if why:
+      others.append(f"{path} ({why})")
+  if others:
+    parser.error(f"--out {args.out} holds results of a run with other settings: {'; '.join(others)};"
+                 " rerun with the same settings or another --out, or move those files away first")
   print(f"compare: {len(methods)} methods × {len(names)} datasets × {args.seeds} paired seeds"
         f"{' (--quick)' if args.quick else ''} → {args.out / 'compare'}.*", flush=True)
 
@@ -1122,25 +1214,14 @@ def main(argv=None) -> int:
           f"  ({r.us_per_step:.1f} µs/step)", flush=True)
 
   results = {}
+  earlier = _earlier_rows(args.out)  # only datasets of this run (checked above)
   for name in names:
-    try:
-      data = load_data(name, quick=args.quick, data_dir=args.data_dir)
-    except datasets.DatasetUnavailable as e:
-      where = f" (--data-dir {args.data_dir})" if args.data_dir else ""
-      print(f"  {name}: skipped{where}, " + str(e).replace("\n", "\n    "), file=sys.stderr)
-      continue
-    except (ValueError, OSError) as e:
-      # A damaged file is bad input, not a reason to skip: stop, naming it.
-      print(f"error: {name}: {e}", file=sys.stderr)
-      return 2
     results[name] = run_dataset(name, seeds=seeds, methods=methods, quick=args.quick,
                                 data_dir=args.data_dir, epochs=args.epochs, workers=args.workers,
-                                progress=progress, data=data)
-    # Rewrite the outputs after every dataset, so an interrupted run keeps what it finished.
-    write_outputs(args.out, results, command, time.perf_counter() - t0)
-  if not results:
-    print("error: no dataset could be loaded", file=sys.stderr)
-    return 2
+                                progress=progress, data=loaded.pop(name))
+    # Rewrite the outputs after every dataset, so an interrupted run keeps what it
+    # finished, and compare.csv the earlier rows of the datasets still to run.
+    write_outputs(args.out, results, command, time.perf_counter() - t0, keep_rows=earlier)
   write_outputs(args.out, results, command, time.perf_counter() - t0)
   print(f"done in {time.perf_counter() - t0:.1f} s: {args.out / 'compare.csv'}, {args.out / 'compare.md'},"
         f" plots under {args.out / 'compare'}/")

@@ -13,7 +13,9 @@ published single runs. Outputs in ``--out`` (default ``results/``):
 accuracy and homogeneity curves), ``<name>/beta_sweep.png`` for HYBRID rows, and
 ``<name>/rows/<row>.json`` (one per finished row). Every file is written
 atomically; a rerun of the same command skips finished rows and continues an
-interrupted row from its last checkpoint (``--checkpoint-every``).
+interrupted row from its last checkpoint (``--checkpoint-every``), kept in
+``checkpoints/<name>/<row>/`` until the row is finished (per ``<name>``:
+several tables share row ids).
 """
 
 from __future__ import annotations
@@ -50,17 +52,63 @@ def _flip(variant: str) -> str:
 
 
 def table_rows(table: str, only: list[str] | None = None) -> list[published.Row]:
+  """The rows of ``table`` in its order, or those of ``only`` in that order.
+
+  Raises:
+    ValueError: an id of ``only`` is not a row of the table.
+  """
   dataset = TABLES[table][0]
   rows = [r for r in published.load() if r.dataset == dataset]
   for r in rows:
     r.check()
-  if only:
+  if only is not None:
     ids = {r.id: r for r in rows}
     unknown = [i for i in only if i not in ids]
     if unknown:
-      raise SystemExit(f"--rows: unknown row id(s) {unknown}; table {table!r} has {sorted(ids)}")
+      raise ValueError(f"--rows: unknown row id(s) {unknown}; table {table!r} has {sorted(ids)}")
     rows = [ids[i] for i in only]
   return rows
+
+
+def parse_row_ids(text: str) -> list[str]:
+  """``--rows``: comma-separated ids, blanks around them ignored; ValueError for an
+  empty id or one given twice."""
+  ids = [i.strip() for i in text.split(",")]
+  if any(not i for i in ids):
+    raise ValueError(f"--rows: empty row id in {text!r} (give comma-separated ids, e.g. B-A-1,B-A-2)")
+  twice = sorted({i for i in ids if ids.count(i) > 1})
+  if twice:
+    raise ValueError(f"--rows: a row id is given twice: {', '.join(twice)}")
+  return ids
+
+
+def checkpoint_dir(out_dir: pathlib.Path, table: str, data_name: str, row_id: str) -> pathlib.Path:
+  """Where a row's checkpoints live: per output name, since tables share row ids."""
+  return out_dir / "checkpoints" / output_name(table, data_name) / row_id
+
+
+def move_aside(path: pathlib.Path, suffix: str = ".unreadable") -> pathlib.Path:
+  """Renames ``path`` to ``<path><suffix>``, or ``<path><suffix>.N`` with the first
+  free N, never over an earlier file; returns the new path."""
+  aside = path.with_name(path.name + suffix)
+  n = 0
+  while aside.exists() or aside.is_symlink():
+    n += 1
+    aside = path.with_name(f"{path.name}{suffix}.{n}")
+  path.rename(aside)
+  return aside
+
+
+def check_data_dir(data_dir) -> str | None:
+  """None if ``--data-dir`` was not given or is a directory, else why not."""
+  if data_dir is None:
+    return None
+  path = pathlib.Path(data_dir).expanduser()
+  if not path.exists():
+    return f"--data-dir {data_dir}: no such directory"
+  if not path.is_dir():
+    return f"--data-dir {data_dir}: not a directory"
+  return None
 
 
 def output_name(table: str, data: str) -> str:
@@ -93,7 +141,7 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
   config = dict(table=table, row=row.id, data=data_name, seeds=[int(s) for s in seeds],
                 rule=rule, direction=direction, epochs=row.epochs, batch_size=row.batch_size,
                 homax=homax.__version__)
-  ckpt_dir = (out_dir / "checkpoints" / row.id).absolute()
+  ckpt_dir = checkpoint_dir(out_dir, table, data_name, row.id).absolute()
   on_epoch_end, resume = None, None
   if checkpoint_every > 0:
     on_epoch_end, resume = _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, checkpoint_every, row.epochs)
@@ -127,6 +175,11 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
   report.plot_row(out_dir / name / f"{row.id}.png", f"{name}: {row.label}", curves)
   if ckpt_dir.exists():
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    for parent in (ckpt_dir.parent, ckpt_dir.parent.parent):  # checkpoints/<name>, checkpoints
+      try:
+        parent.rmdir()  # only if empty: other rows' checkpoints stay
+      except OSError:
+        break
   return summary
 
 
@@ -250,7 +303,7 @@ def _remove_stale_temp_files(out_dir: pathlib.Path, name: str, rows) -> None:
   """
   stale = [*out_dir.glob(f".{name}.*.tmp"), *(out_dir / name).rglob(".*.tmp")]
   for row in rows:
-    stale += (out_dir / "checkpoints" / row.id).glob(".*.tmp")
+    stale += (out_dir / "checkpoints" / name / row.id).glob(".*.tmp")
   for path in stale:
     path.unlink(missing_ok=True)
 
@@ -313,12 +366,16 @@ def main(argv=None) -> int:
     parser.error(f"--first-seed must be in [0, 2**32 - --seeds], got {args.first_seed}")
   if args.checkpoint_every < 0:
     parser.error("--checkpoint-every must be >= 0 (0: no checkpoints)")
-  row_ids = args.rows.split(",") if args.rows else None
-  if row_ids and len(set(row_ids)) != len(row_ids):
-    parser.error(f"--rows: a row id is given twice: {args.rows}")
+  problem = check_data_dir(args.data_dir)
+  if problem:
+    parser.error(problem)
+  try:
+    row_ids = None if args.rows is None else parse_row_ids(args.rows)
+    rows = table_rows(args.table, row_ids)
+  except ValueError as e:
+    parser.error(str(e))
 
   data_name = args.data or TABLES[args.table][1]
-  rows = table_rows(args.table, row_ids)
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   name = output_name(args.table, data_name)
   problem = _check_out(args.out)
@@ -357,8 +414,7 @@ def main(argv=None) -> int:
     return 2
   for r in rows:
     if status[r.id] == "unreadable":
-      aside = row_path(r).with_name(row_path(r).name + ".unreadable")
-      row_path(r).replace(aside)
+      aside = move_aside(row_path(r))
       print(f"warning: row file {row_path(r)} is unreadable; moved to {aside.name}, training"
             f" row {r.id} again", file=sys.stderr)
   todo = [r for r in rows if status[r.id] != "done"]

@@ -110,7 +110,7 @@ def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache)
 
   with pytest.raises(Interrupted):
     reproduce.run_row(row, out_dir=out, checkpoint_every=1, progress=crash, **common)
-  ckpt_dir = out / "checkpoints" / ROW
+  ckpt_dir = out / "checkpoints" / "iris" / ROW
   assert report.load_json(ckpt_dir / "latest.json")["epoch"] == 1
   assert (ckpt_dir / "epoch-1").is_dir()
   assert not (out / "iris" / "rows" / f"{ROW}.json").exists()
@@ -151,7 +151,56 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path, monkeypatch, pers
     reproduce.run_row(row, table="iris", data_name="iris", data=data, seeds=np.arange(SEEDS),
                       out_dir=tmp_path, checkpoint_every=1, progress=crash)
   # Other seeds: the checkpoint belongs to another run and must be ignored.
+  resumes = _spy_on_resume(monkeypatch)
   seen = []
   reproduce.run_row(row, table="iris", data_name="iris", data=data, seeds=np.arange(1, SEEDS + 1),
                     out_dir=tmp_path, checkpoint_every=1, progress=seen.append)
+  assert resumes == [None]  # trained from epoch 0, not from the other run's epoch 1
   assert seen == [1] * row.epochs  # every epoch trained, none skipped
+
+
+def _spy_on_resume(monkeypatch) -> list:
+  """Per ``train.train_paired`` call, the epoch of its ``resume`` argument (None: from the start)."""
+  calls = []
+  original = train.train_paired
+
+  def spy(*args, **kwargs):
+    resume = kwargs.get("resume")
+    calls.append(None if resume is None else resume[0])
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(train, "train_paired", spy)
+  return calls
+
+
+def test_tables_sharing_a_row_id_keep_their_own_checkpoints(tmp_path, monkeypatch, persistent_cache):
+  # iris and iris-exact both have row B-A-2: a run of one must neither resume
+  # nor delete (nor clean the temp files of) the other's checkpoint.
+  _no_plots(monkeypatch)
+  row = {r.id: r for r in reproduce.table_rows("iris")}[ROW]
+  assert ROW in {r.id for r in reproduce.table_rows("iris-exact")}
+
+  def crash(n):
+    raise Interrupted
+
+  with pytest.raises(Interrupted):
+    reproduce.run_row(row, table="iris", data_name="iris", data=datasets.load("iris"),
+                      seeds=np.arange(SEEDS), out_dir=tmp_path, checkpoint_every=1, progress=crash)
+  # Wherever the iris checkpoint is (found, not assumed, so this fails with the old layout too).
+  (latest,) = (tmp_path / "checkpoints").rglob("latest.json")
+  ckpt_dir = latest.parent
+  stale = ckpt_dir / ".latest.json.abc.tmp"  # a temp file of the iris run, not iris-exact's
+  stale.write_text("")
+  files = sorted(p.relative_to(ckpt_dir) for p in ckpt_dir.rglob("*"))
+
+  resumes = _spy_on_resume(monkeypatch)
+  argv = ["--seeds", str(SEEDS), "--out", str(tmp_path), "--rows", ROW, "--checkpoint-every", "1",
+          "--quiet"]
+  assert reproduce.main(["--table", "iris-exact", *argv]) == 0
+  assert resumes == [None]
+  assert sorted(p.relative_to(ckpt_dir) for p in ckpt_dir.rglob("*")) == files
+  assert report.load_json(latest)["config"]["table"] == "iris"
+  # The iris run resumes its own checkpoint, and then removes it.
+  assert reproduce.main(["--table", "iris", *argv]) == 0
+  assert resumes == [None, 1]
+  assert not (tmp_path / "checkpoints").exists()

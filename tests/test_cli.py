@@ -40,17 +40,34 @@ def _no_training(monkeypatch):
     (["--first-seed", "-1"], "--first-seed"),
     (["--first-seed", str(2**32 - 1)], "--first-seed"),  # with --seeds 2: wraps around
     (["--checkpoint-every", "-1"], "--checkpoint-every"),
-    (["--rows", f"{ROW},{ROW}"], "--rows"),
+    (["--rows", f"{ROW},{ROW}"], "--rows: a row id is given twice: B-A-2"),
+    (["--rows", f"{ROW}, {ROW}"], "--rows: a row id is given twice: B-A-2"),
+    (["--rows", "B-A-1,NOPE"], "--rows: unknown row id(s) ['NOPE']"),
+    (["--rows", ","], "--rows: empty row id"),
+    (["--rows", f"{ROW},"], "--rows: empty row id"),
+    (["--rows", ""], "--rows: empty row id"),
+    (["--data-dir", "/nonexistent/homax-data"], "--data-dir /nonexistent/homax-data: no such directory"),
 ])
 def test_reproduce_rejects_bad_arguments(tmp_path, monkeypatch, capsys, argv, argument):
   _no_training(monkeypatch)
-  base = ["--table", "iris", "--seeds", "2", "--out", str(tmp_path), "--quiet"]
+  base = ["--table", "iris", "--seeds", "2", "--out", str(tmp_path / "out"), "--quiet"]
   if "--rows" not in argv:
     base += ["--rows", ROW]
   with pytest.raises(SystemExit) as info:
     reproduce.main(base + argv)
   assert info.value.code == 2
-  assert argument in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "error: " in err and argument in err
+  assert not (tmp_path / "out").exists()  # checked before --out is even made
+
+
+def test_reproduce_rows_may_have_blanks_around_ids(tmp_path, monkeypatch, capsys):
+  _no_training(monkeypatch)
+  # Every row counts as done, so the run only lists them: no training.
+  monkeypatch.setattr(reproduce, "_row_status", lambda *args: "done")
+  assert _run(tmp_path, rows=" B-A-1 , B-A-2") == 0
+  out = capsys.readouterr().out
+  assert "B-A-1: already done, skipped" in out and "B-A-2: already done, skipped" in out
 
 
 def test_reproduce_out_that_is_a_file(tmp_path, monkeypatch, capsys):
@@ -140,13 +157,18 @@ def test_reproduce_unreadable_row_files(tmp_path, monkeypatch, capsys, persisten
   bad = _row_file(tmp_path)
   bad.parent.mkdir(parents=True)
   bad.write_text('{"config": {"seeds": [0, 1], "da')  # truncated
+  # A file moved aside by an earlier run is not overwritten.
+  earlier = bad.with_name(bad.name + ".unreadable")
+  earlier.write_text("an earlier run's damaged file")
   other = _row_file(tmp_path, "B-A-3")  # a row this run does not train
   other.write_text("[1, 2]")
   assert _run(tmp_path) == 0
   err = capsys.readouterr().err
   # The damaged file of the row is kept aside, named, and the row trained again.
-  aside = bad.with_name(bad.name + ".unreadable")
-  assert str(bad) in err and aside.read_text() == '{"config": {"seeds": [0, 1], "da'
+  aside = bad.with_name(bad.name + ".unreadable.1")
+  assert str(bad) in err and aside.name in err
+  assert aside.read_text() == '{"config": {"seeds": [0, 1], "da'
+  assert earlier.read_text() == "an earlier run's damaged file"
   assert reproduce._row_status(bad, [0, 1], "iris", "iris") == "done"
   # The other row's damaged file is named and left out of the table, untouched.
   assert str(other) in err and other.read_text() == "[1, 2]"
@@ -157,7 +179,7 @@ def test_reproduce_unreadable_row_files(tmp_path, monkeypatch, capsys, persisten
 def test_reproduce_unreadable_checkpoint_restarts_the_row(tmp_path, monkeypatch, capsys,
                                                           persistent_cache):
   _no_plots(monkeypatch)
-  ckpt = tmp_path / "checkpoints" / ROW
+  ckpt = tmp_path / "checkpoints" / "iris" / ROW
   ckpt.mkdir(parents=True)
   (ckpt / "latest.json").write_text('{"config": {"tab')  # truncated
   epochs = []
@@ -215,6 +237,129 @@ def test_compare_rejects_bad_arguments(tmp_path, monkeypatch, capsys, argv, argu
     compare.main(["--out", str(tmp_path), "--quick"] + argv)
   assert info.value.code == 2
   assert argument in capsys.readouterr().err
+
+
+def _nothing_runs(monkeypatch):
+  for name in ("run_dataset", "run_seed004"):
+    monkeypatch.setattr(compare, name, lambda *a, **k: pytest.fail("nothing should run"))
+
+
+@pytest.mark.parametrize("protocol", ["compare", "seed004"])
+def test_compare_out_that_is_a_file(tmp_path, monkeypatch, capsys, protocol):
+  # Checked before anything trains: the first write would fail only after all of it.
+  _nothing_runs(monkeypatch)
+  target = tmp_path / "a-file"
+  target.write_text("not a directory")
+  argv = ["--protocol", protocol, "--quick", "--out", str(target)]
+  if protocol == "compare":
+    argv += ["--dataset", "iris"]
+  with pytest.raises(SystemExit) as info:
+    compare.main(argv)
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"error: --out {target}" in err
+  assert target.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("protocol", ["compare", "seed004"])
+def test_compare_data_dir_that_does_not_exist(tmp_path, monkeypatch, capsys, protocol):
+  # Even for a dataset that does not read it (iris), as reproduce does.
+  _nothing_runs(monkeypatch)
+  missing = tmp_path / "no-such-dir"
+  argv = ["--protocol", protocol, "--quick", "--out", str(tmp_path / "out"), "--data-dir", str(missing)]
+  if protocol == "compare":
+    argv += ["--dataset", "iris"]
+  with pytest.raises(SystemExit) as info:
+    compare.main(argv)
+  assert info.value.code == 2
+  assert f"error: --data-dir {missing}: no such directory" in capsys.readouterr().err
+
+
+def test_compare_dataset_that_cannot_be_loaded_stops_the_run(tmp_path, monkeypatch, capsys):
+  # Before: fashion_mnist was "skipped", iris trained, and compare.csv rebuilt
+  # without fashion_mnist's earlier rows (exit 0).
+  from experiments import datasets
+  _nothing_runs(monkeypatch)
+  (tmp_path / "empty").mkdir()
+  out = tmp_path / "out"
+  out.mkdir()
+  table = out / "compare.csv"
+  table.write_text("dataset,method\niris,adam\nfashion_mnist,adam\n")
+  datasets.clear_cache()
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--quick", "--dataset", "iris", "--dataset", "fashion_mnist",
+                  "--data-dir", str(tmp_path / "empty"), "--out", str(out)])
+  datasets.clear_cache()
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"error: --dataset fashion_mnist cannot be loaded from --data-dir {tmp_path / 'empty'}" in err
+  assert "not available" in err  # the loader's reason
+  assert table.read_text() == "dataset,method\niris,adam\nfashion_mnist,adam\n"
+
+
+def _compare_json(out, name="iris", **config):
+  path = out / "compare" / f"{name}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  base = dict(dataset=name, model="MLP in-64-out", epochs=2, batch_size=32, n_train=90, n_val=30,
+              n_test=30, note="", seeds=[0, 1], quick=True)
+  report.save_json(path, dict(config={**base, **config}, methods={"adam": {}}))
+  return path
+
+
+@pytest.mark.parametrize("config, argv, setting", [
+    (dict(seeds=list(range(10)), quick=False, epochs=50), [], "seeds [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] there, [0, 1] now"),
+    (dict(), ["--epochs", "3"], "epochs 2 there, 3 now"),
+    (dict(), ["--first-seed", "1"], "seeds [0, 1] there, [1, 2] now"),
+])
+def test_compare_does_not_overwrite_another_runs_json(tmp_path, monkeypatch, capsys, config, argv,
+                                                      setting):
+  _nothing_runs(monkeypatch)
+  path = _compare_json(tmp_path, **config)
+  before = path.read_bytes()
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--quick", "--dataset", "iris", "--out", str(tmp_path)] + argv)
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"error: --out {tmp_path} holds results of a run with other settings: {path} (" in err
+  assert setting in err
+  assert path.read_bytes() == before
+
+
+def test_compare_does_not_overwrite_more_methods(tmp_path, monkeypatch, capsys):
+  _nothing_runs(monkeypatch)
+  path = _compare_json(tmp_path)
+  record = report.load_json(path)
+  record["methods"]["sam"] = {}
+  report.save_json(path, record)
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--quick", "--dataset", "iris", "--methods", "sgd", "--out", str(tmp_path)])
+  assert info.value.code == 2
+  assert "methods sam there, not in this run" in capsys.readouterr().err
+
+
+class _Ran(Exception):
+  pass
+
+
+def test_compare_same_settings_run_and_unreadable_json_moved_aside(tmp_path, monkeypatch, capsys):
+  def ran(*args, **kwargs):
+    raise _Ran
+  monkeypatch.setattr(compare, "run_dataset", ran)
+  # The same settings: the run goes ahead (to train, here to _Ran).
+  _compare_json(tmp_path)
+  with pytest.raises(_Ran):
+    compare.main(["--quick", "--dataset", "iris", "--out", str(tmp_path)])
+  # An unreadable one is moved aside, never over an earlier one.
+  path = tmp_path / "compare" / "iris.json"
+  path.write_text('{"config": {"da')
+  earlier = path.with_name("iris.json.unreadable")
+  earlier.write_text("earlier")
+  with pytest.raises(_Ran):
+    compare.main(["--quick", "--dataset", "iris", "--out", str(tmp_path)])
+  assert "iris.json.unreadable.1" in capsys.readouterr().err
+  assert earlier.read_text() == "earlier"
+  assert path.with_name("iris.json.unreadable.1").read_text() == '{"config": {"da'
+  assert not path.exists()
 
 
 def test_compare_does_not_drop_other_datasets(tmp_path, monkeypatch, capsys):

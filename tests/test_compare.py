@@ -227,9 +227,35 @@ def test_cli_quick_subset(tmp_path):
     assert {r["method"] for r in csv.DictReader(f)} == {"adam", "sgd"}
 
 
-def test_cli_rejects_unknown_method(tmp_path):
-  with pytest.raises(SystemExit):
+def test_cli_rejects_unknown_method(tmp_path, capsys):
+  with pytest.raises(SystemExit) as info:
     compare.main(["--methods", "nope", "--out", str(tmp_path)])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert "error: --methods: unknown method(s) ['nope']" in err
+
+
+def test_interrupted_cli_keeps_the_earlier_rows_of_datasets_not_rerun_yet(iris_result, tmp_path,
+                                                                          monkeypatch):
+  # compare.csv is rewritten after each dataset; until digits is rerun, its
+  # earlier rows stay.
+  def run_dataset(name, **kwargs):
+    if name == "digits":
+      raise KeyboardInterrupt
+    assert kwargs["seeds"].tolist() == [0, 1] and kwargs["quick"] and kwargs["epochs"] == 1
+    return iris_result
+
+  monkeypatch.setattr(compare, "run_dataset", run_dataset)
+  table = tmp_path / "compare.csv"
+  table.write_text("dataset,method,best_lr\ndigits,adam,0.001\niris,adam,0.003\n")
+  with pytest.raises(KeyboardInterrupt):
+    compare.main(["--dataset", "iris", "--dataset", "digits", "--quick", "--epochs", "1",
+                  "--out", str(tmp_path)])
+  with open(table) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["method"] for r in rows if r["dataset"] == "digits"] == ["adam"]
+  assert next(r for r in rows if r["dataset"] == "digits")["best_lr"] == "0.001"
+  assert {r["method"] for r in rows if r["dataset"] == "iris"} == set(compare.METHODS)
 
 
 def test_seed004_tasks_label_the_stand_in():
