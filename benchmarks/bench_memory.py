@@ -76,6 +76,8 @@ ARRAYS = {"part1": 12, "part2": 10}  # arrays of P float32 an exact step moves
 EXTRA_ARRAYS = {"pass1": 3, "part1-blocked": 12}
 BLOCK = 1 << 18  # elements per block of the blocked arms (1 MiB per float32 array)
 COPY_ARRAYS = {"copy x*1.0001": 2, "copy x+y": 3}
+SIZES = (1e5, 1e6, 1e7, 1e8)  # P of a full run; other --sizes make the run partial
+SUMS_FORMS_SIZES = (1e5, 2.5e5, 5e5, 1e6, 2e6)
 
 
 def formula() -> dict[str, str]:
@@ -354,13 +356,17 @@ COLUMNS = (
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
   p.add_argument("--sizes", type=float, nargs="*", default=None,
-                 help="values of P (default 1e5 1e6 1e7 1e8; --quick: 1e5 1e6)")
-  p.add_argument("--leaves", type=int, default=1, help="split the vector into this many leaves")
+                 help="values of P (default 1e5 1e6 1e7 1e8; --quick: 1e5 1e6; others make"
+                      " the run partial)")
+  p.add_argument("--leaves", type=int, default=1,
+                 help="split the vector into this many leaves (other than 1: a partial run)")
   p.add_argument("--reps", type=int, default=None,
                  help="timings per arm (default 9; 5 at P >= 1e8)")
   p.add_argument("--calls", type=int, default=None,
                  help="steps per timing, run in one jitted fori_loop when > 1 (default 1 on the"
-                      " CPU, 20 on a GPU, where a call's dispatch and wait is tens of µs)")
+                      " CPU, 20 on a GPU, where a call's dispatch and wait is tens of µs;"
+                      " another value makes the run partial: kept in benchmarks/results/ only"
+                      " with --tag)")
   p.add_argument("--sums-forms", action="store_true",
                  help="instead: the Part I update with N and D summed stacked vs directly"
                       " (default sizes 1e5 2.5e5 5e5 1e6 2e6; 15 calls each)")
@@ -369,11 +375,13 @@ def main(argv=None):
     p.error(f"--calls must be at least 1, got {args.calls}")
   if args.calls is not None and args.sums_forms:
     p.error("--calls does not apply to --sums-forms")
+  if args.leaves != 1 and args.sums_forms:
+    p.error("--leaves does not apply to --sums-forms (one flat leaf)")
   common.setup_platform(args)
   if args.sums_forms:
     return main_sums_forms(args)
-  sizes = [int(s) for s in (args.sizes or ((1e5, 1e6) if args.quick else (1e5, 1e6, 1e7, 1e8)))]
-  calls = args.calls or (20 if common.jax_device()["platform"] == "gpu" else 1)
+  sizes = [int(s) for s in (args.sizes or ((1e5, 1e6) if args.quick else SIZES))]
+  calls = args.calls or default_calls()
   info = common.machine_info()
   print(common.header("homogeneity update vs copy bandwidth (float32)", info))
   for k, v in formula().items():
@@ -396,13 +404,27 @@ def main(argv=None):
     common.progress("memory", args, record, info)
   print()
   print(common.table(rows, COLUMNS))
-  common.write("memory", args, record, info,
-               partial=args.sizes is not None or args.leaves != 1)
+  common.write("memory", args, record, info, partial=is_partial(args, sizes, calls))
   return record
 
 
+def default_calls() -> int:
+  """Steps per timing of a full run: 1 on the CPU, 20 on a GPU."""
+  return 20 if common.jax_device()["platform"] == "gpu" else 1
+
+
+def is_partial(args, sizes, calls) -> bool:
+  """Whether the run measured other than a full run: other sizes, leaves or steps per timing.
+
+  ``--calls`` at the platform's default (1 on the CPU, 20 on a GPU) is a full
+  run; another value changes what a timing holds (e.g. ``--calls 1`` on a GPU
+  times dispatch, not the step). ``--reps`` alone does not make a run partial.
+  """
+  return sizes != [int(s) for s in SIZES] or args.leaves != 1 or calls != default_calls()
+
+
 def main_sums_forms(args):
-  sizes = [int(s) for s in (args.sizes or (1e5, 2.5e5, 5e5, 1e6, 2e6))]
+  sizes = [int(s) for s in (args.sizes or SUMS_FORMS_SIZES)]
   info = common.machine_info()
   print(common.header("Part I update: N and D stacked vs direct (float32, one leaf)", info))
   rows = []
@@ -413,7 +435,8 @@ def main_sums_forms(args):
   print(common.table(rows, SUMS_COLUMNS))
   record = dict(settings=dict(sizes=sizes, statistic="median of interleaved donated calls;"
                               " ratio: median of per-call ratios"), rows=rows)
-  common.write("memory_sums", args, record, info, partial=args.sizes is not None)
+  common.write("memory_sums", args, record, info,
+               partial=sizes != [int(s) for s in SUMS_FORMS_SIZES])
   return record
 
 

@@ -63,6 +63,7 @@ EXTRA_ARMS = ("part1-flatten", "part1-onesum")
 # --configs names a config by its last word ("b5", "b128", "b420") or "deep".
 CONFIG_KEYS = {"b5": 0, "b128": 1, "b420": 2, "deep": 3}
 POOL = 16
+STEPS = 200  # steps per timed run of a full run (--steps)
 LR, LR_H, LR_SGD = 1e-3, 1e-3, 1e-2
 
 
@@ -204,18 +205,21 @@ def bench_config(name, kind, hidden, batch, steps, reps, arms=ARMS):
 
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
-  p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 200)")
+  p.add_argument("--steps", type=int, default=None,
+                 help=f"steps per timed run (default {STEPS}; another value makes the run partial)")
   p.add_argument("--reps", type=int, default=None, help="repetitions (default 7; deep MLP 5)")
   p.add_argument("--arms", nargs="+", choices=ARMS + EXTRA_ARMS, default=None,
-                 help=f"arms to time (default: {' '.join(ARMS)}); adam is always timed")
+                 help=f"arms to time (default: {' '.join(ARMS)}); adam is always timed. Other"
+                      " arms than the default make the run partial: kept in"
+                      " benchmarks/results/ only with --tag")
   p.add_argument("--configs", nargs="+", choices=tuple(CONFIG_KEYS), default=None,
-                 help="configs to run (default: all)")
+                 help="configs to run (default: all; a subset makes the run partial)")
   args = p.parse_args(argv)
   common.setup_platform(args)
   arms = ("adam",) + tuple(a for a in dict.fromkeys(args.arms or ARMS) if a != "adam")
   configs = ([CONFIGS[CONFIG_KEYS[c]] for c in dict.fromkeys(args.configs)]
              if args.configs else list(CONFIGS))
-  steps = args.steps or (40 if args.quick else 200)
+  steps = args.steps or (40 if args.quick else STEPS)
   info = common.machine_info()
   print(common.header("overhead vs Adam (per training step)", info))
   rows = []
@@ -233,9 +237,20 @@ def main(argv=None):
     common.progress("overhead", args, record, info)
   print()
   print(common.table(rows, COLUMNS))
-  common.write("overhead", args, record, info,
-               partial=args.configs is not None or args.steps is not None)
+  common.write("overhead", args, record, info, partial=is_partial(args, arms, configs))
   return record
+
+
+def is_partial(args, arms, configs) -> bool:
+  """Whether the run measured other than the full run's arms, configs or steps.
+
+  ``--reps`` alone does not make a run partial: it changes how often the same
+  thing is timed, not what is timed. Such a run reaches ``benchmarks/results/``
+  only under a ``--tag`` (``common.write``), so that e.g. ``--arms adam part1
+  part1-flatten`` cannot replace the committed record of the five default arms.
+  """
+  return (set(arms) != set(ARMS) or list(configs) != list(CONFIGS)
+          or (args.steps is not None and args.steps != STEPS))
 
 
 COLUMNS = (

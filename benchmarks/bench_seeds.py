@@ -21,7 +21,9 @@ What the 32-seed step moves: the compiled epoch's training-step loop, summed
 over its kernels (result and operand bytes of each: the traffic if nothing
 stays in cache between kernels; :func:`loop_body_bytes`), per seed; and the
 speed of a copy ``x + y → x`` through memory (float32 vectors with as many
-elements as the 32 seeds' carry), measured in the same run. Where the carry
+elements as the 32 seeds' carry), measured in the same run (on a GPU 20 copies
+per timing, in one jitted loop, so that the figure is not one call's dispatch
+and wait; ``copy_calls_per_timing``). Where the carry
 is far beyond the caches (≥ 64 MiB), copy speed ÷ bytes per seed-step is what
 the 32-seed program could reach if every kernel ran at copy speed, in
 seed-steps per second and as a ratio to the sequential arm
@@ -38,7 +40,11 @@ Problems:
   η_h = 0.001; at batch 42 (``mnist``: 8400 samples, as a published row) and
   at batch 5 (``mnist-b5``: 1000 samples, also a published batch size, where a
   step is too small to keep the cores busy). If Fashion-MNIST is not on the
-  machine, synthetic data of the same shapes is used and the JSON says so.
+  machine (``/usr/share/datasets/fashion-mnist``), synthetic data of the same
+  shapes is used on the CPU; the printed output (a ``data:`` line per
+  problem) and the JSON say so. On a GPU the script refuses to fall back
+  unless given ``--allow-synthetic``: the GPU figures are meant to be compared
+  with the CPU's on the same data.
 
 As a check, the per-seed test accuracies of the two arms are compared (they
 should agree up to float rounding of the batched matmuls).
@@ -70,6 +76,12 @@ GROUPS = (2, 4, 8)
 # machine of benchmarks/RESULTS.md, so that every step streams it from memory.
 # Below, a step is bound by per-kernel overhead, not bytes.
 BOUND_MIN_CARRY_BYTES = 64 << 20
+PROBLEMS = ("iris", "mnist", "mnist-b5")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# Copies per timing of the copy-bandwidth reference: one call on the CPU (as the
+# published CPU figures), a jitted loop of 20 on a GPU, where one call's
+# dispatch and wait is as long as the copy itself (bench_memory --calls).
+COPY_CALLS = {"cpu": 1, "gpu": 20}
 
 
 def iris_problem():
@@ -87,14 +99,25 @@ def iris_problem():
   )
 
 
-def mnist_problem(quick: bool, batch: int = 42):
+def mnist_problem(quick: bool, batch: int = 42, allow_synthetic: bool = True):
+  """The MNIST-MLP problem on Fashion-MNIST, or on synthetic data if it is missing.
+
+  Without ``allow_synthetic`` a missing Fashion-MNIST is an error (``SystemExit``)
+  instead of a fallback.
+  """
   import homax
   from experiments import datasets, models
   n_train = (20 if quick else 200) * batch  # 200 steps (20 with --quick)
   try:
     data = datasets.load("fashion_mnist", train_size=n_train, val_size=1000, test_size=1000)
     note = f"Fashion-MNIST subset ({n_train} train, 1000 val, 1000 test)"
-  except datasets.DatasetUnavailable:
+  except datasets.DatasetUnavailable as e:
+    if not allow_synthetic:
+      raise SystemExit(
+          f"bench_seeds: Fashion-MNIST is not on this machine (expected in {FASHION_MNIST_DIR}:"
+          f" {e}). A GPU run does not fall back to synthetic data silently: install it"
+          " (`apt-get install dataset-fashion-mnist`), or pass --allow-synthetic to time the"
+          " MNIST problems on synthetic data of the same shapes.") from e
     rng = np.random.default_rng(0)
 
     def part(n):
@@ -116,7 +139,7 @@ def mnist_problem(quick: bool, batch: int = 42):
   )
 
 
-def bench_problem(prob, reps: int, groups=GROUPS):
+def bench_problem(prob, reps: int, groups=GROUPS, copy_calls: int = 1):
   from experiments.train import PairedTrainer
   trainer = PairedTrainer(model=prob["model"], make_homogeneity_tx=prob["make_tx"],
                           adam_tx=prob["adam"], batch_size=prob["batch"])
@@ -168,7 +191,7 @@ def bench_problem(prob, reps: int, groups=GROUPS):
   t = {g: common.median(v) for g, v in times.items()}
   t_par, t_seq = t[SEEDS], t[1]
   steps = trainer.steps_per_epoch(n_train) * epochs
-  traffic = epoch_traffic(run, carry0, keys, (xtr, ytr, xval, yval))
+  traffic = epoch_traffic(run, carry0, keys, (xtr, ytr, xval, yval), copy_calls)
   best = max(groups, key=lambda g: t_seq / t[g])
   row = dict(
       problem=prob["name"], data=prob["data_note"], variant=prob["variant"], seeds=SEEDS,
@@ -251,15 +274,16 @@ def loop_body_bytes(hlo_text: str) -> tuple[int, int]:
   return total, kernels
 
 
-def epoch_traffic(run, carry, keys, arrays) -> dict | None:
+def epoch_traffic(run, carry, keys, arrays, copy_calls: int = 1) -> dict | None:
   """What the 32-seed epoch moves per step, and a copy's speed through memory.
 
   ``xla_bytes_per_seed_step``: :func:`loop_body_bytes` of the compiled
   32-seed epoch, divided by the seeds. ``carry_bytes``: the 32 seeds'
   parameters and optimizer states, which every step reads and writes.
   ``copy_gb_s``: ``x + y → x`` (bytes read and written per second) on
-  float32 vectors with as many elements as the carry, median of 15 calls;
-  measured only for a carry of at least ``BOUND_MIN_CARRY_BYTES``. ``None``
+  float32 vectors with as many elements as the carry (:func:`copy_bandwidth`,
+  ``copy_calls`` copies per timing); measured only for a carry of at least
+  ``BOUND_MIN_CARRY_BYTES``. ``None``
   (and a printed note) if the compiled text cannot be read.
   """
   try:
@@ -274,15 +298,23 @@ def epoch_traffic(run, carry, keys, arrays) -> dict | None:
   if out["carry_bytes"] < BOUND_MIN_CARRY_BYTES:
     return out
   size = sum(int(x.size) for x in jax.tree.leaves(carry))
+  return dict(out, copy_gb_s=copy_bandwidth(size, copy_calls), copy_calls_per_timing=copy_calls)
+
+
+def copy_bandwidth(size: int, calls: int = 1, timings: int = 15) -> float:
+  """GB/s of ``x + y → x`` on float32 vectors of ``size`` (12 bytes per element).
+
+  ``bench_memory.chained``: two untimed calls (compile, warm-up), then the
+  median of ``timings`` timings. With ``calls`` = 1 a timing is one donated
+  call; with ``calls`` > 1 one call of a jitted loop of ``calls`` copies, each
+  fed the last one's output, divided by ``calls``.
+  """
+  from benchmarks import bench_memory
   x = jnp.ones((size,), jnp.float32)
   y = jnp.full((size,), 1e-7, jnp.float32)
-  add = jax.jit(lambda x, y: x + y, donate_argnums=0)
-  times = []
-  for _ in range(17):
-    t0 = time.perf_counter()
-    x = jax.block_until_ready(add(x, y))
-    times.append(time.perf_counter() - t0)
-  return dict(out, copy_gb_s=3 * 4 * size / common.median(times[2:]) / 1e9)
+  add = jax.jit(lambda x, y: (x + y,), donate_argnums=0)
+  timer = bench_memory.chained(add, (x,), (y,), calls=calls)
+  return 3 * 4 * size / common.median([timer() for _ in range(timings)]) / 1e9
 
 
 def bench_shuffle(sizes=(120, 256, 300, 1000), reps: int = 50):
@@ -349,35 +381,48 @@ def group_line(row) -> str:
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
   p.add_argument("--reps", type=int, default=None, help="timed runs per arm (default 5 Iris, 3 MNIST)")
-  p.add_argument("--problems", nargs="*", default=["iris", "mnist", "mnist-b5"],
-                 choices=["iris", "mnist", "mnist-b5"])
+  p.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=PROBLEMS,
+                 help=f"problems to time (default {' '.join(PROBLEMS)}; a subset makes the run"
+                      " partial)")
   p.add_argument("--groups", nargs="*", type=int, default=list(GROUPS),
                  help=f"seeds per vmapped call timed besides 1 and {SEEDS} (divisors of {SEEDS};"
-                      f" default {' '.join(map(str, GROUPS))})")
+                      f" default {' '.join(map(str, GROUPS))}; others make the run partial)")
+  p.add_argument("--allow-synthetic", action="store_true",
+                 help="on a GPU, time the MNIST problems on synthetic data if Fashion-MNIST is"
+                      f" not in {FASHION_MNIST_DIR} (without it a GPU run stops there; on the CPU"
+                      " the fallback is always allowed). The data used is printed and in the JSON")
   args = p.parse_args(argv)
   bad = [g for g in args.groups if g < 1 or SEEDS % g]
   if bad:
     p.error(f"--groups: {bad} do not divide {SEEDS}")
   common.setup_platform(args)
+  on_gpu = common.jax_device()["platform"] == "gpu"
+  copy_calls = COPY_CALLS["gpu" if on_gpu else "cpu"]
+  # Every problem's data before any timing: a GPU run without Fashion-MNIST
+  # (and without --allow-synthetic) stops here, not after the Iris timings.
+  probs = [iris_problem() if name == "iris" else
+           mnist_problem(args.quick, batch=5 if name == "mnist-b5" else 42,
+                         allow_synthetic=args.allow_synthetic or not on_gpu)
+           for name in args.problems]
   info = common.machine_info()
   print(common.header(f"{SEEDS} paired seeds: jax.vmap vs one after another", info))
   rows = []
   record = dict(
       settings=dict(seeds=SEEDS, statistic="median of interleaved timed runs; compile excluded",
-                    trainer="experiments.train.PairedTrainer.compiled_epoch"),
+                    trainer="experiments.train.PairedTrainer.compiled_epoch",
+                    copy_calls_per_timing=copy_calls),
       rows=rows,
   )
-  for name in args.problems:
-    if name == "iris":
-      prob = iris_problem()
-    else:
-      prob = mnist_problem(args.quick, batch=5 if name == "mnist-b5" else 42)
+  for name, prob in zip(args.problems, probs):
+    print(f"{prob['name']}: data: {prob['data_note']}", flush=True)
     reps = args.reps or (1 if args.quick else (3 if name == "mnist" else 5))
-    rows.append(bench_problem(prob, reps, args.groups))
+    rows.append(bench_problem(prob, reps, args.groups, copy_calls))
     print(common.table(rows[-1:], COLUMNS), flush=True)
     common.progress("seeds", args, record, info)
   print()
   print(common.table(rows, COLUMNS))
+  for r in rows:
+    print(f"  {r['problem']}: data: {r['data']}")
   print(f"\nthe {SEEDS} seeds in vmapped groups (ratio to one after another), and what the"
         f" {SEEDS}-seed step moves (bound: every kernel at a copy's speed; '-' where the carry is cache-sized):")
   print(common.table([dict(r, groups=group_line(r)) for r in rows], GROUP_COLUMNS))
@@ -385,9 +430,13 @@ def main(argv=None):
   print(f"\nshuffle of {SEEDS} vmapped seeds, per call:")
   print(common.table(shuffle, SHUFFLE_COLUMNS))
   record["shuffle"] = shuffle
-  common.write("seeds", args, record, info,
-               partial=args.problems != ["iris", "mnist", "mnist-b5"] or args.groups != list(GROUPS))
+  common.write("seeds", args, record, info, partial=is_partial(args))
   return record
+
+
+def is_partial(args) -> bool:
+  """Other problems or group sizes than a full run (``--reps`` alone: still a full run)."""
+  return sorted(args.problems) != sorted(PROBLEMS) or sorted(args.groups) != sorted(GROUPS)
 
 
 if __name__ == "__main__":

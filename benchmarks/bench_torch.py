@@ -160,12 +160,16 @@ COLUMNS = (
 
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
-  p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 200)")
+  p.add_argument("--steps", type=int, default=None,
+                 help=f"steps per timed run (default {bench_overhead.STEPS}; another value"
+                      " makes the run partial)")
   p.add_argument("--reps", type=int, default=None, help="repetitions (default 15)")
-  p.add_argument("--batches", type=int, nargs="*", default=list(BATCHES))
+  p.add_argument("--batches", type=int, nargs="*", default=list(BATCHES),
+                 help=f"batch sizes (default {' '.join(map(str, BATCHES))}; others make the run"
+                      " partial)")
   args = p.parse_args(argv)
   common.setup_platform(args)
-  steps = args.steps or (40 if args.quick else 200)
+  steps = args.steps or (40 if args.quick else bench_overhead.STEPS)
   reps = args.reps or (2 if args.quick else 15)
   device = common.torch_device(args)
   worker = TorchWorker(device)
@@ -191,9 +195,14 @@ def main(argv=None):
     worker.close()
   print()
   print(common.table(rows, COLUMNS))
-  common.write("torch", args, record, info,
-               partial=list(args.batches) != list(BATCHES) or args.steps is not None)
+  common.write("torch", args, record, info, partial=is_partial(args))
   return record
+
+
+def is_partial(args) -> bool:
+  """Other batch sizes or steps than a full run (``--reps`` alone: still a full run)."""
+  return (list(args.batches) != list(BATCHES)
+          or (args.steps is not None and args.steps != bench_overhead.STEPS))
 
 
 if __name__ == "__main__":

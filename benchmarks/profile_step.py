@@ -3,7 +3,9 @@
 Runs the jitted 200-step training run of ``bench_overhead`` (same model, data and
 optimizers) for each arm under ``jax.profiler.trace``, reads the Perfetto trace
 it writes, and prints every XLA kernel (fusion, copy, dot, reduction) with its
-time per training step, the arms side by side, and the difference. Kernels are
+time per training step, the arms side by side, and the difference. On a GPU
+only the device's events count (the kernels on its streams), not the host's
+launches and waits (:func:`kernel_events`). Kernels are
 matched by name within an arm only (names differ between programs); the totals
 and the copies of whole parameter-sized arrays are what compare across arms.
 The profiler adds overhead to every kernel, so the absolute times are above
@@ -33,6 +35,11 @@ from benchmarks import bench_overhead
 STEPS = 200
 RUNS = 5
 _NOT_KERNELS = ("$", "Thunk", "Pjit", "Common", "while", "Slinky", "np.asarray", "ArrayImpl")
+# Lines of a device plane that profiler tools derive from the kernels (one event
+# per XLA op or module, spanning its kernels): where a trace holds them,
+# counting them would count the kernels' time again.
+_DERIVED_LINES = frozenset({"XLA Modules", "XLA Ops", "Async XLA Ops", "Framework Ops",
+                            "Framework Name Scope", "Steps", "Launch Stats", "Source code"})
 
 
 def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, float], list[str]]:
@@ -67,12 +74,37 @@ def _profiled(call, runs: int) -> dict[str, float]:
     with gzip.open(trace_file) as f:
       events = json.load(f)["traceEvents"]
   total = collections.Counter()
-  for e in events:
-    # "end: <kernel>" events are nested inside their kernel's own: not counted twice.
-    if (e.get("ph") == "X" and not e["name"].startswith(_NOT_KERNELS)
-        and not e["name"].startswith("end: ")):
-      total[e["name"]] += e.get("dur", 0)
+  for e in kernel_events(events):
+    total[e["name"]] += e.get("dur", 0)
   return {k: v / runs for k, v in total.items()}
+
+
+def kernel_events(events: list[dict]) -> list[dict]:
+  """The kernels among a trace's events (``traceEvents`` of jax's Perfetto JSON).
+
+  A trace with device processes (a GPU's: a ``process_name`` metadata event
+  whose ``args.name`` starts with ``/device:``, e.g. ``/device:GPU:0``): the
+  complete (``"X"``) events of those processes, less the lines derived from
+  them (``XLA Ops``, ``XLA Modules``, ...). The host's events (kernel
+  launches, stream syncs, the executable's ``Execute`` spans) are not kernel
+  time, and counting them would count each kernel twice.
+
+  A trace without (XLA:CPU, where the kernels run on the host's threads): every
+  complete event but the host-side spans named in ``_NOT_KERNELS`` and the
+  ``end: <kernel>`` events nested in their kernel's own.
+  """
+  devices = {e.get("pid") for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"
+             and str(e.get("args", {}).get("name", "")).startswith("/device:")}
+  complete = [e for e in events if e.get("ph") == "X"]
+  if devices:
+    derived = {(e.get("pid"), e.get("tid")) for e in events
+               if e.get("ph") == "M" and e.get("name") == "thread_name"
+               and e.get("pid") in devices and e.get("args", {}).get("name") in _DERIVED_LINES}
+    return [e for e in complete
+            if e.get("pid") in devices and (e.get("pid"), e.get("tid")) not in derived]
+  return [e for e in complete
+          if not e["name"].startswith(_NOT_KERNELS) and not e["name"].startswith("end: ")]
 
 
 def iris_epoch_times(seeds: int = 32, runs: int = 20) -> dict[str, float]:

@@ -1,5 +1,7 @@
 """The memory benchmark's blocked prototype computes homax's Part I update."""
 
+import json
+
 import pytest
 
 from benchmarks import bench_memory
@@ -51,3 +53,67 @@ def test_calls_must_be_positive_and_not_with_sums_forms():
                        "--platform", "cpu"])
   with pytest.raises(SystemExit):
     bench_memory.main(["--calls", "2", "--sums-forms", "--no-write", "--platform", "cpu"])
+
+
+@pytest.fixture
+def bench_dirs(tmp_path, monkeypatch):
+  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
+  from benchmarks import common
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  return out, results
+
+
+def _fake_size(calls_seen):
+  def bench_size(P, leaves, reps, calls=1):
+    calls_seen.append(calls)
+    return [dict(P=P, leaves=leaves, config="part1", bytes=48 * P, ms=1.0, gb_s=1.0,
+                 copy_gb_s=1.0, add_gb_s=1.0, reference="copy x+y", pct_of_copy=100.0,
+                 array_passes_at_copy_speed=12.0, ideal_arrays=12)]
+  return bench_size
+
+
+@pytest.mark.parametrize("platform, argv, calls, partial", [
+    ("cpu", [], 1, False),
+    ("cpu", ["--reps", "3"], 1, False),
+    ("cpu", ["--calls", "1"], 1, False),   # the CPU's default, named
+    ("cpu", ["--calls", "20"], 20, True),
+    ("cpu", ["--leaves", "4"], 1, True),
+    ("cpu", ["--sizes", "1e7"], 1, True),
+    ("gpu", [], 20, False),
+    ("gpu", ["--calls", "20"], 20, False),  # the GPU's default, named
+    ("gpu", ["--calls", "1"], 1, True),     # dispatch-bound timings: not the full run's
+])
+def test_a_run_is_partial_unless_it_measures_the_full_runs_sizes_leaves_and_calls(
+    bench_dirs, monkeypatch, platform, argv, calls, partial):
+  """Through ``main``; ``--calls`` counts against the platform's default (1 CPU, 20 GPU)."""
+  from benchmarks import common
+  out, results = bench_dirs
+  if platform == "gpu":  # what a GPU machine's jax reports; the timings are stubbed
+    monkeypatch.setattr(common, "jax_device",
+                        lambda: {"platform": "gpu", "device_kind": "stub", "count": "1"})
+  seen = []
+  monkeypatch.setattr(bench_memory, "bench_size", _fake_size(seen))
+  bench_memory.main(argv)
+  assert set(seen) == {calls}
+  name = f"memory_{platform}.json"
+  record = json.loads((out / name).read_text())
+  assert record["partial"] is partial and record["settings"]["calls_per_timing"] == calls
+  assert (results / name).exists() is not partial
+
+
+@pytest.mark.parametrize("argv, partial", [([], False), (["--reps", "2"], False),
+                                           (["--sizes", "1e5"], True)])
+def test_sums_forms_is_partial_with_other_sizes(bench_dirs, monkeypatch, argv, partial):
+  out, results = bench_dirs
+  monkeypatch.setattr(bench_memory, "sums_forms", lambda P, reps: dict(
+      P=P, stacked_ms=1.0, direct_ms=1.0, stacked_over_direct=1.0))
+  bench_memory.main(["--sums-forms", "--platform", "cpu", *argv])
+  assert json.loads((out / "memory_sums_cpu.json").read_text())["partial"] is partial
+  assert (results / "memory_sums_cpu.json").exists() is not partial
+
+
+def test_leaves_does_not_apply_to_sums_forms():
+  with pytest.raises(SystemExit):
+    bench_memory.main(["--leaves", "4", "--sums-forms", "--no-write", "--platform", "cpu"])

@@ -16,7 +16,12 @@ def test_arms_and_configs_select_what_runs():
   assert [(r["config"], r["arm"]) for r in rows] == [
       ("mlp784-128-10 b5", "adam"), ("mlp784-128-10 b5", "part1-flatten")]
   assert record["settings"]["arms"] == ("adam", "part1-flatten")
-  assert rows[0]["ratio_vs_adam"] == 1.0
+  adam, flat = rows
+  # The ratio is of this config's two measured per-step times, and each comes from
+  # this run's one repetition of a 2-step run.
+  assert flat["ratio_vs_adam"] == pytest.approx(flat["us_per_step"] / adam["us_per_step"])
+  for r in rows:
+    assert len(r["times_s"]) == 1 and r["us_per_step"] == pytest.approx(1e6 * r["times_s"][0] / 2)
 
 
 def test_unknown_arm_is_refused():
@@ -25,10 +30,82 @@ def test_unknown_arm_is_refused():
 
 
 def test_xla_flatten_repro_times_its_step():
-  """The repro's step (run here in this process: the cheaper variant) compiles and is timed."""
-  from benchmarks import xla_flatten_repro
-  res = xla_flatten_repro._child("no_sums", 1)
-  assert res["us_per_step"] > 0 and len(res["times_s"]) == 1
+  """The repro's step (run here in this process: the cheaper variant) compiles and is timed:
+  one time per repetition, each a whole STEPS-step run, and µs/step their median / STEPS."""
+  from benchmarks import common, xla_flatten_repro
+  res = xla_flatten_repro._child("no_sums", 3)
+  assert len(res["times_s"]) == 3 and min(res["times_s"]) > 0
+  assert res["us_per_step"] == pytest.approx(
+      1e6 * common.median(res["times_s"]) / xla_flatten_repro.STEPS)
+  assert isinstance(res["concat_or_ynn_kernels"], str)
+
+
+def test_a_step_time_is_the_median_run_time_divided_by_the_steps(monkeypatch):
+  """``bench_config`` with a stub timer: µs/step = 1e6 · median(run times) / steps, the
+  ratios from those (``ratio_vs_adam``, ``ratio_vs_sgd``), and the paired ratio the median
+  of the per-repetition ratios (here unlike the ratio of the medians)."""
+  from benchmarks import common
+  steps = 100
+  times = {"adam": [0.2, 0.4, 0.3], "sgd": [0.1, 0.1, 0.1], "sgd+homog": [0.15, 0.3, 0.15]}
+  seen = {}
+
+  def stub_interleaved(arms, reps):
+    seen.update(arms=list(arms), reps=reps)
+    return {a: list(times[a]) for a in arms}
+
+  monkeypatch.setattr(common, "interleaved", stub_interleaved)
+  # No compilation: a "run" that returns its inputs and a finite loss.
+  monkeypatch.setattr(bench_overhead, "make_run",
+                      lambda model, tx, steps: lambda p, s, xs, ys: (p, s, 1.0))
+  rows = bench_overhead.bench_config("tiny", "mlp", 4, 2, steps, 3,
+                                     arms=("adam", "sgd", "sgd+homog"))
+  assert seen == {"arms": ["adam", "sgd", "sgd+homog"], "reps": 3}
+  r = {row["arm"]: row for row in rows}
+  assert r["adam"]["us_per_step"] == pytest.approx(1e6 * 0.3 / steps)  # 3000 µs
+  assert r["sgd"]["us_per_step"] == pytest.approx(1e6 * 0.1 / steps)
+  assert r["sgd+homog"]["us_per_step"] == pytest.approx(1e6 * 0.15 / steps)
+  assert r["sgd+homog"]["ratio_vs_adam"] == pytest.approx(0.15 / 0.3)
+  assert r["sgd+homog"]["ratio_vs_adam_paired"] == pytest.approx(0.75)  # median(.75, .75, .5)
+  assert r["sgd+homog"]["ratio_vs_sgd"] == pytest.approx(1.5)
+  assert r["sgd"]["ratio_vs_adam"] == pytest.approx(1 / 3)
+  assert r["adam"]["ratio_vs_sgd"] is None
+  assert r["adam"]["spread_pct"] == pytest.approx(100 * 0.2 / 0.3)
+  assert r["adam"]["times_s"] == times["adam"]
+
+
+@pytest.fixture
+def bench_dirs(tmp_path, monkeypatch):
+  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
+  from benchmarks import common
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  return out, results
+
+
+@pytest.mark.parametrize("argv, partial", [
+    ([], False),
+    (["--reps", "3"], False),  # more or fewer repetitions of the same measurement
+    (["--arms", "adam", "part1", "part2", "sgd", "sgd+homog"], False),  # the defaults, named
+    (["--arms", "adam", "part1", "part1-flatten"], True),  # README's command: no Part II, no SGD
+    (["--arms", "part1-onesum"], True),
+    (["--configs", "b5", "b420"], True),
+    (["--steps", "50"], True),
+])
+def test_a_run_is_partial_unless_it_measures_the_full_runs_arms_configs_and_steps(
+    bench_dirs, monkeypatch, argv, partial):
+  """Through ``main``: a partial run without --tag writes benchmarks/out/ only, so it
+  cannot replace the committed record of the full run."""
+  out, results = bench_dirs
+  configs = []
+  monkeypatch.setattr(bench_overhead, "bench_config", lambda name, *a: configs.append(a) or [
+      dict(config=name, arm=arm, us_per_step=1.0) for arm in a[-1]])
+  bench_overhead.main(["--platform", "cpu", *argv])
+  record = json.loads((out / "overhead_cpu.json").read_text())
+  assert record["partial"] is partial
+  assert (results / "overhead_cpu.json").exists() is not partial
+  if "--arms" not in argv:
+    assert all(a[-1] == bench_overhead.ARMS for a in configs)
 
 
 @pytest.mark.parametrize("quick, partial, tag, kept", [

@@ -1,7 +1,10 @@
 """The seeds benchmark's traffic count and its group sizes."""
 
+import json
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import bench_seeds
@@ -39,3 +42,157 @@ def test_shape_bytes_reads_dtypes_and_tuples():
 def test_groups_must_divide_the_seeds():
   with pytest.raises(SystemExit):
     bench_seeds.main(["--quick", "--no-write", "--problems", "iris", "--groups", "3"])
+
+
+@pytest.fixture
+def bench_dirs(tmp_path, monkeypatch):
+  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
+  from benchmarks import common
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  return out, results
+
+
+@pytest.fixture
+def no_timing(monkeypatch):
+  """``bench_problem`` and the shuffle stubbed: each problem's row names its data."""
+  seen = []
+
+  def bench_problem(prob, reps, groups, copy_calls=1):
+    seen.append(dict(name=prob["name"], groups=list(groups), copy_calls=copy_calls))
+    return dict(problem=prob["name"], data=prob["data_note"], steps_per_seed=1,
+                group_ratio={str(g): 1.0 for g in groups})
+
+  monkeypatch.setattr(bench_seeds, "bench_problem", bench_problem)
+  monkeypatch.setattr(bench_seeds, "bench_shuffle", lambda reps: [])
+  return seen
+
+
+def _without_fashion_mnist(monkeypatch):
+  from experiments import datasets
+  load = datasets.load
+
+  def missing(name, **kwargs):
+    if name == "fashion_mnist":
+      raise datasets.DatasetUnavailable("fashion_mnist: no IDX files (stub)")
+    return load(name, **kwargs)
+
+  monkeypatch.setattr(datasets, "load", missing)
+
+
+def _on_a_gpu(monkeypatch):
+  """What a GPU machine's jax reports (the timings are stubbed, nothing runs on it)."""
+  from benchmarks import common
+  monkeypatch.setattr(common, "setup_platform", lambda args: None)
+  monkeypatch.setattr(common, "jax_device",
+                      lambda: {"platform": "gpu", "device_kind": "stub", "count": "1"})
+
+
+@pytest.mark.parametrize("argv, partial", [
+    ([], False),
+    (["--reps", "2"], False),  # more or fewer repetitions of the same measurement
+    (["--groups", "8", "4", "2"], False),  # the defaults in another order
+    (["--groups", "2", "4"], True),
+    (["--problems", "iris"], True),
+])
+def test_a_run_is_partial_unless_it_measures_the_full_runs_problems_and_groups(
+    bench_dirs, no_timing, argv, partial):
+  out, results = bench_dirs
+  bench_seeds.main(["--platform", "cpu", *argv])
+  record = json.loads((out / "seeds_cpu.json").read_text())
+  assert record["partial"] is partial
+  assert (results / "seeds_cpu.json").exists() is not partial
+  assert record["settings"]["copy_calls_per_timing"] == 1
+
+
+def test_the_printed_output_names_each_problems_data(bench_dirs, no_timing, monkeypatch, capsys):
+  """Without Fashion-MNIST the CPU run falls back to synthetic data, and says so in print."""
+  _without_fashion_mnist(monkeypatch)
+  bench_seeds.main(["--platform", "cpu", "--no-write", "--quick"])
+  text = capsys.readouterr().out
+  assert "iris mlp4-10-3: data: Iris" in text
+  for b in (42, 5):
+    assert f"mnist mlp784-128-10 b{b}: data: synthetic" in text
+  assert "Fashion-MNIST subset" not in text
+
+
+def test_the_printed_output_names_fashion_mnist_when_it_is_used(no_timing, monkeypatch, capsys):
+  from experiments import datasets
+  monkeypatch.setattr(datasets, "load", lambda name, **kw: datasets.Dataset(
+      name=name, x_train=np.zeros((840, 784), np.float32), y_train=np.zeros(840, np.int32),
+      x_val=np.zeros((4, 784), np.float32), y_val=np.zeros(4, np.int32),
+      x_test=np.zeros((4, 784), np.float32), y_test=np.zeros(4, np.int32), num_classes=10,
+      note="stub"))
+  bench_seeds.main(["--platform", "cpu", "--no-write", "--quick", "--problems", "mnist"])
+  assert "mnist mlp784-128-10 b42: data: Fashion-MNIST subset (840 train" in capsys.readouterr().out
+
+
+def test_a_gpu_run_refuses_synthetic_data_before_any_timing(no_timing, monkeypatch):
+  _without_fashion_mnist(monkeypatch)
+  _on_a_gpu(monkeypatch)
+  with pytest.raises(SystemExit) as e:
+    bench_seeds.main(["--platform", "gpu", "--no-write", "--quick"])
+  assert "/usr/share/datasets/fashion-mnist" in str(e.value)
+  assert "--allow-synthetic" in str(e.value)
+  assert no_timing == []  # not even the Iris problem was timed
+
+
+def test_a_gpu_run_uses_synthetic_data_when_allowed(no_timing, monkeypatch, capsys):
+  _without_fashion_mnist(monkeypatch)
+  _on_a_gpu(monkeypatch)
+  record = bench_seeds.main(["--platform", "gpu", "--no-write", "--quick", "--allow-synthetic"])
+  assert [r["data"].split()[0] for r in record["rows"]] == ["Iris", "synthetic", "synthetic"]
+  assert "mnist mlp784-128-10 b42: data: synthetic" in capsys.readouterr().out
+  # And on a GPU the copy reference runs 20 copies per timing.
+  assert {s["copy_calls"] for s in no_timing} == {20}
+  assert record["settings"]["copy_calls_per_timing"] == 20
+
+
+def _stub_clock(monkeypatch, durations):
+  """``perf_counter`` of ``bench_memory.chained``: its i-th timing lasts ``durations[i]`` s."""
+  import types
+
+  from benchmarks import bench_memory
+  reads = []
+  for d in durations:
+    start = reads[-1] if reads else 0.0
+    reads += [start, start + d]
+  clock = iter(reads)
+  monkeypatch.setattr(bench_memory, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  return clock
+
+
+# Two untimed calls (compile and warm-up), then 15 timings: 1..15 s, median 8 s.
+_DURATIONS = [100.0, 100.0] + [float(i) for i in range(1, 16)]
+
+
+def test_the_cpu_copy_reference_is_one_call_per_timing(monkeypatch):
+  """As before: 17 calls of one ``x + y``, the first two dropped, the median of the rest."""
+  clock = _stub_clock(monkeypatch, _DURATIONS)
+  gb_s = bench_seeds.copy_bandwidth(1000, calls=bench_seeds.COPY_CALLS["cpu"])
+  assert gb_s == pytest.approx(12 * 1000 / 8.0 / 1e9)
+  assert next(clock, None) is None  # exactly 17 timed calls
+
+
+def test_the_gpu_copy_reference_divides_a_k_step_timing_by_k(monkeypatch):
+  """k = 20 copies in one jitted loop per timing: seconds per copy = the timing / k."""
+  clock = _stub_clock(monkeypatch, _DURATIONS)
+  k = bench_seeds.COPY_CALLS["gpu"]
+  assert k == 20
+  gb_s = bench_seeds.copy_bandwidth(1000, calls=k)
+  assert gb_s == pytest.approx(12 * 1000 / (8.0 / k) / 1e9)
+  assert next(clock, None) is None
+
+
+def test_epoch_traffic_records_the_copies_per_timing(monkeypatch):
+  """Above BOUND_MIN_CARRY_BYTES the row has copy_gb_s and the copies per timing used."""
+  monkeypatch.setattr(bench_seeds, "BOUND_MIN_CARRY_BYTES", 0)
+  got = []
+  monkeypatch.setattr(bench_seeds, "copy_bandwidth", lambda size, calls: got.append(
+      (size, calls)) or 5.0)
+  run = jax.jit(lambda c, k, e, x: (jax.lax.scan(lambda a, _: (a * 2.0 + x, None), c, None,
+                                                 length=3)[0], None))
+  out = bench_seeds.epoch_traffic(run, jnp.ones(16), jnp.zeros(2), (jnp.ones(16),), copy_calls=20)
+  assert got == [(16, 20)]
+  assert out["copy_gb_s"] == 5.0 and out["copy_calls_per_timing"] == 20

@@ -1,0 +1,46 @@
+"""Which runs of the torch benchmark may replace its committed record."""
+
+import json
+
+import pytest
+
+from benchmarks import bench_torch, common
+
+
+class _NoWorker:
+  """Stands in for the torch process (no torch, no subprocess)."""
+
+  hello = {"stub": True}
+
+  def __init__(self, device):
+    self.device = device
+
+  def close(self):
+    pass
+
+
+@pytest.mark.parametrize("argv, partial", [
+    ([], False),
+    (["--reps", "3"], False),  # more or fewer repetitions of the same measurement
+    (["--steps", "200"], False),  # the default, named
+    (["--batches", "5", "128", "420"], False),
+    (["--steps", "50"], True),
+    (["--batches", "128"], True),
+    (["--batches", "5", "128", "420", "1000"], True),
+])
+def test_a_run_is_partial_unless_it_measures_the_full_runs_batches_and_steps(
+    tmp_path, monkeypatch, argv, partial):
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  monkeypatch.setattr(common, "torch_device", lambda args: "cpu")
+  monkeypatch.setattr(bench_torch, "TorchWorker", _NoWorker)
+  batches = []
+  monkeypatch.setattr(bench_torch, "bench_batch", lambda worker, batch, steps, reps: batches.append(
+      batch) or dict(batch=batch, steps=steps, reps=reps))
+  bench_torch.main(["--platform", "cpu", *argv])
+  assert batches == (list(bench_torch.BATCHES) if "--batches" not in argv else
+                     [int(b) for b in argv[argv.index("--batches") + 1:]])
+  record = json.loads((out / "torch_cpu.json").read_text())
+  assert record["partial"] is partial
+  assert (results / "torch_cpu.json").exists() is not partial
