@@ -35,7 +35,7 @@ excluded (each arm runs once before timing). Ratios: of the medians
 
 Usage::
 
-  python -m benchmarks.bench_overhead            # the full run (~4 min on 2 cores)
+  python -m benchmarks.bench_overhead            # the full run (~2 min on 2 cores)
   python -m benchmarks.bench_overhead --quick    # a check that it runs
   python -m benchmarks.bench_overhead --arms adam part1 part1-flatten --configs b5 b420
 """
