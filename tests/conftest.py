@@ -25,6 +25,16 @@ def persistent_cache(tmp_path_factory):
   compilation_cache.reset_cache()
 
 
+@pytest.fixture
+def bench_dirs(tmp_path, monkeypatch):
+  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
+  from benchmarks import common
+  out, results = tmp_path / "out", tmp_path / "results"
+  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  return out, results
+
+
 def assert_trees_identical(a, b):
   """Same structure, same dtypes and bit-identical values, leaf by leaf."""
   assert jax.tree.structure(a) == jax.tree.structure(b)

@@ -55,16 +55,6 @@ def test_calls_must_be_positive_and_not_with_sums_forms():
     bench_memory.main(["--calls", "2", "--sums-forms", "--no-write", "--platform", "cpu"])
 
 
-@pytest.fixture
-def bench_dirs(tmp_path, monkeypatch):
-  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
-  from benchmarks import common
-  out, results = tmp_path / "out", tmp_path / "results"
-  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
-  monkeypatch.setattr(common, "ROOT", tmp_path)
-  return out, results
-
-
 def _fake_size(calls_seen):
   def bench_size(P, leaves, reps, calls=1):
     calls_seen.append(calls)

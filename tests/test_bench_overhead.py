@@ -73,16 +73,6 @@ def test_a_step_time_is_the_median_run_time_divided_by_the_steps(monkeypatch):
   assert r["adam"]["times_s"] == times["adam"]
 
 
-@pytest.fixture
-def bench_dirs(tmp_path, monkeypatch):
-  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
-  from benchmarks import common
-  out, results = tmp_path / "out", tmp_path / "results"
-  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
-  monkeypatch.setattr(common, "ROOT", tmp_path)
-  return out, results
-
-
 @pytest.mark.parametrize("argv, partial", [
     ([], False),
     (["--reps", "3"], False),  # more or fewer repetitions of the same measurement

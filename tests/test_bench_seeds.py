@@ -45,16 +45,6 @@ def test_groups_must_divide_the_seeds():
 
 
 @pytest.fixture
-def bench_dirs(tmp_path, monkeypatch):
-  """benchmarks/out/ and benchmarks/results/ under tmp_path (the committed ones untouched)."""
-  from benchmarks import common
-  out, results = tmp_path / "out", tmp_path / "results"
-  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
-  monkeypatch.setattr(common, "ROOT", tmp_path)
-  return out, results
-
-
-@pytest.fixture
 def no_timing(monkeypatch):
   """``bench_problem`` and the shuffle stubbed: each problem's row names its data."""
   seen = []
