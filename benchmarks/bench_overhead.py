@@ -249,7 +249,7 @@ def is_partial(args, arms, configs) -> bool:
   only under a ``--tag`` (``common.write``), so that e.g. ``--arms adam part1
   part1-flatten`` cannot replace the committed record of the five default arms.
   """
-  return (set(arms) != set(ARMS) or list(configs) != list(CONFIGS)
+  return (set(arms) != set(ARMS) or {c[0] for c in configs} != {c[0] for c in CONFIGS}
           or (args.steps is not None and args.steps != STEPS))
 
 

@@ -201,7 +201,7 @@ def main(argv=None):
 
 def is_partial(args) -> bool:
   """Other batch sizes or steps than a full run (``--reps`` alone: still a full run)."""
-  return (list(args.batches) != list(BATCHES)
+  return (sorted(args.batches) != sorted(BATCHES)
           or (args.steps is not None and args.steps != bench_overhead.STEPS))
 
 

@@ -34,7 +34,8 @@ from benchmarks import bench_overhead
 
 STEPS = 200
 RUNS = 5
-_NOT_KERNELS = ("$", "Thunk", "Pjit", "Common", "while", "Slinky", "np.asarray", "ArrayImpl")
+_NOT_KERNELS = ("$", "Thunk", "Pjit", "Common", "while", "Slinky", "np.asarray", "ArrayImpl",
+                "ThreadpoolListener")
 # Lines of a device plane that profiler tools derive from the kernels (one event
 # per XLA op or module, spanning its kernels): where a trace holds them,
 # counting them would count the kernels' time again.

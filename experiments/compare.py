@@ -1,6 +1,6 @@
 """Beyond Adam: the homogeneity rule against other optimizers, paired and tuned.
 
-    python -m experiments.compare                       # the default run (≈ 5 min, 2 CPU cores)
+    python -m experiments.compare                       # the default run (≈ 3–6 min, 2 CPU cores)
     python -m experiments.compare --dataset iris --seeds 10 --out runs/iris
     python -m experiments.compare --quick --out runs/quick  # a smoke test: 2 epochs (Fashion-MNIST 1), 1 lr, 2 seeds
     python -m experiments.compare --protocol seed004    # backprop vs forward gradients (seed 004)
@@ -75,7 +75,10 @@ the run's datasets only, so before anything trains the run stops (exit 2) if
 holds datasets the run would drop, or if a ``compare/<dataset>.json`` there is
 from a run with other settings (seeds, ``--quick``, epochs, sizes) or more
 methods. An unreadable ``compare/<dataset>.json`` is moved aside to
-``<dataset>.json.unreadable`` (``.unreadable.N`` if that is taken).
+``<dataset>.json.unreadable`` (``.unreadable.N`` if that is taken). The outputs
+are rewritten after each dataset: while the run goes on (or if it is
+interrupted), ``compare.md`` and the time plot show the datasets finished so
+far, and ``compare.csv`` also keeps the earlier rows of those not yet rerun.
 
 **Seed-004 protocol** (``--protocol seed004``, 5 seeds by default): backprop vs
 forward-gradient training, both with plain SGD from the same weights and
@@ -624,7 +627,8 @@ def run_dataset(name: str, *, seeds, methods: Sequence[str] = tuple(METHODS), qu
   if data is None:
     data = load_data(name, quick=quick, data_dir=data_dir)
   model = cfg.model(data)
-  epochs = epochs or (cfg.quick_epochs if quick else cfg.epochs)
+  config = run_config(name, data, seeds=seeds, quick=quick, epochs=epochs)
+  epochs = config["epochs"]
   prep = prepare(model, int(data.x_train.shape[0]), seeds=seeds, epochs=epochs,
                  batch_size=cfg.batch_size)
   chosen = [METHODS[m] for m in methods]
@@ -633,11 +637,17 @@ def run_dataset(name: str, *, seeds, methods: Sequence[str] = tuple(METHODS), qu
   done = run_methods(chosen, model, data, prep, lrs=grids, workers=workers,
                      progress=None if progress is None else lambda r: progress(name, r.method, r))
   runs = {r.method: r for r in done}
-  config = dict(dataset=name, model=cfg.model_name, epochs=epochs, batch_size=cfg.batch_size,
-                n_train=int(data.x_train.shape[0]), n_val=int(data.x_val.shape[0]),
-                n_test=int(data.x_test.shape[0]), note=data.note, seeds=[int(s) for s in seeds],
-                quick=quick)
   return dict(config=config, runs=runs)
+
+
+def run_config(name: str, data, *, seeds, quick: bool, epochs: int | None) -> dict:
+  """The ``config`` that :func:`run_dataset` records in ``compare/<name>.json``."""
+  cfg = DATASETS[name]
+  return dict(dataset=name, model=cfg.model_name,
+              epochs=epochs or (cfg.quick_epochs if quick else cfg.epochs),
+              batch_size=cfg.batch_size, n_train=int(data.x_train.shape[0]),
+              n_val=int(data.x_val.shape[0]), n_test=int(data.x_test.shape[0]), note=data.note,
+              seeds=[int(s) for s in seeds], quick=bool(quick))
 
 
 def summarize(result: dict) -> list[dict]:
@@ -1076,11 +1086,8 @@ RUN_SETTINGS = ("seeds", "quick", "epochs", "batch_size", "n_train", "n_val", "n
 
 def run_settings(name: str, data, *, seeds, quick: bool, epochs: int | None) -> dict:
   """The settings of ``RUN_SETTINGS`` that :func:`run_dataset` will record for ``name``."""
-  cfg = DATASETS[name]
-  return dict(seeds=[int(s) for s in seeds], quick=bool(quick),
-              epochs=epochs or (cfg.quick_epochs if quick else cfg.epochs),
-              batch_size=cfg.batch_size, n_train=int(data.x_train.shape[0]),
-              n_val=int(data.x_val.shape[0]), n_test=int(data.x_test.shape[0]), model=cfg.model_name)
+  config = run_config(name, data, seeds=seeds, quick=quick, epochs=epochs)
+  return {k: config[k] for k in RUN_SETTINGS}
 
 
 def _other_run(path: pathlib.Path, settings: dict, methods) -> str | None:
@@ -1163,7 +1170,7 @@ def main(argv=None) -> int:
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
-  names = args.dataset or list(DEFAULT_DATASETS)
+  names = list(dict.fromkeys(args.dataset or DEFAULT_DATASETS))  # each dataset once
   dropped = _datasets_it_would_drop(args.out, names)
   if dropped:
     # compare.csv and compare.md are rebuilt from this run's datasets only.
@@ -1179,7 +1186,8 @@ def main(argv=None) -> int:
       loaded[name] = load_data(name, quick=args.quick, data_dir=args.data_dir)
     except datasets.DatasetUnavailable as e:
       where = f" from --data-dir {args.data_dir}" if args.data_dir else ""
-      parser.error(f"--dataset {name} cannot be loaded{where}; leave it out with --dataset"
+      asked = "--dataset" if args.dataset else "the default datasets include"
+      parser.error(f"{asked} {name}, which cannot be loaded{where}; leave it out with --dataset"
                    " (one per dataset to run), or make it available.\n  "
                    + str(e).replace("\n", "\n    "))
     except (ValueError, OSError) as e:
@@ -1187,7 +1195,7 @@ def main(argv=None) -> int:
       print(f"error: {name}: {e}", file=sys.stderr)
       return 2
   # Never overwrite another run's compare/<dataset>.json (other seeds, --quick, epochs, ...).
-  others = []
+  others, unreadable = [], []
   for name in names:
     path = args.out / "compare" / f"{name}.json"
     if not path.exists():
@@ -1196,14 +1204,16 @@ def main(argv=None) -> int:
     try:
       why = _other_run(path, settings, methods)
     except ValueError as e:
-      aside = reproduce.move_aside(path)
-      print(f"warning: {path} is unreadable ({e}); moved to {aside.name}", file=sys.stderr)
+      unreadable.append((path, e))
       continue
     if why:
       others.append(f"{path} ({why})")
   if others:
     parser.error(f"--out {args.out} holds results of a run with other settings: {'; '.join(others)};"
                  " rerun with the same settings or another --out, or move those files away first")
+  for path, e in unreadable:  # only once the run is sure to go ahead
+    aside = reproduce.move_aside(path)
+    print(f"warning: {path} is unreadable ({e}); moved to {aside.name}", file=sys.stderr)
   print(f"compare: {len(methods)} methods × {len(names)} datasets × {args.seeds} paired seeds"
         f"{' (--quick)' if args.quick else ''} → {args.out / 'compare'}.*", flush=True)
 

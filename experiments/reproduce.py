@@ -82,9 +82,10 @@ def parse_row_ids(text: str) -> list[str]:
   return ids
 
 
-def checkpoint_dir(out_dir: pathlib.Path, table: str, data_name: str, row_id: str) -> pathlib.Path:
-  """Where a row's checkpoints live: per output name, since tables share row ids."""
-  return out_dir / "checkpoints" / output_name(table, data_name) / row_id
+def checkpoint_dir(out_dir: pathlib.Path, name: str, row_id: str) -> pathlib.Path:
+  """Where a row's checkpoints live: per output name (:func:`output_name`), since
+  tables share row ids."""
+  return out_dir / "checkpoints" / name / row_id
 
 
 def move_aside(path: pathlib.Path, suffix: str = ".unreadable") -> pathlib.Path:
@@ -141,7 +142,7 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
   config = dict(table=table, row=row.id, data=data_name, seeds=[int(s) for s in seeds],
                 rule=rule, direction=direction, epochs=row.epochs, batch_size=row.batch_size,
                 homax=homax.__version__)
-  ckpt_dir = checkpoint_dir(out_dir, table, data_name, row.id).absolute()
+  ckpt_dir = checkpoint_dir(out_dir, output_name(table, data_name), row.id).absolute()
   on_epoch_end, resume = None, None
   if checkpoint_every > 0:
     on_epoch_end, resume = _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, checkpoint_every, row.epochs)
@@ -303,7 +304,7 @@ def _remove_stale_temp_files(out_dir: pathlib.Path, name: str, rows) -> None:
   """
   stale = [*out_dir.glob(f".{name}.*.tmp"), *(out_dir / name).rglob(".*.tmp")]
   for row in rows:
-    stale += (out_dir / "checkpoints" / name / row.id).glob(".*.tmp")
+    stale += checkpoint_dir(out_dir, name, row.id).glob(".*.tmp")
   for path in stale:
     path.unlink(missing_ok=True)
 

@@ -71,6 +71,7 @@ def _fake_size(calls_seen):
     ("cpu", ["--calls", "20"], 20, True),
     ("cpu", ["--leaves", "4"], 1, True),
     ("cpu", ["--sizes", "1e7"], 1, True),
+    ("cpu", ["--sizes", "1e8", "1e7", "1e6", "1e5"], 1, False),  # the defaults, reordered
     ("gpu", [], 20, False),
     ("gpu", ["--calls", "20"], 20, False),  # the GPU's default, named
     ("gpu", ["--calls", "1"], 1, True),     # dispatch-bound timings: not the full run's

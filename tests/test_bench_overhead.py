@@ -80,6 +80,7 @@ def test_a_step_time_is_the_median_run_time_divided_by_the_steps(monkeypatch):
     (["--arms", "adam", "part1", "part1-flatten"], True),  # README's command: no Part II, no SGD
     (["--arms", "part1-onesum"], True),
     (["--configs", "b5", "b420"], True),
+    (["--configs", "deep", "b420", "b5", "b128"], False),  # all four, in another order
     (["--steps", "50"], True),
 ])
 def test_a_run_is_partial_unless_it_measures_the_full_runs_arms_configs_and_steps(

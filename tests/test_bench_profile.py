@@ -58,9 +58,7 @@ def _names(events):
 
 
 def test_cpu_trace_keeps_the_kernels_and_drops_the_host_spans():
-  # As before kernel_events: the zero-length listener event is not in _NOT_KERNELS.
-  assert _names(profile_step.kernel_events(CPU_TRACE)) == [
-      ("ThreadpoolListener::StartRegion", 0.0), ("dot.6", 30.0), ("ynn_fusion.3", 20.0)]
+  assert _names(profile_step.kernel_events(CPU_TRACE)) == [("dot.6", 30.0), ("ynn_fusion.3", 20.0)]
 
 
 def test_gpu_trace_counts_the_device_processes_events_only():

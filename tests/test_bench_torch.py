@@ -24,15 +24,14 @@ class _NoWorker:
     (["--reps", "3"], False),  # more or fewer repetitions of the same measurement
     (["--steps", "200"], False),  # the default, named
     (["--batches", "5", "128", "420"], False),
+    (["--batches", "420", "5", "128"], False),  # the same batches in another order
     (["--steps", "50"], True),
     (["--batches", "128"], True),
     (["--batches", "5", "128", "420", "1000"], True),
 ])
 def test_a_run_is_partial_unless_it_measures_the_full_runs_batches_and_steps(
-    tmp_path, monkeypatch, argv, partial):
-  out, results = tmp_path / "out", tmp_path / "results"
-  monkeypatch.setattr(common, "OUT_DIRS", (out, results))
-  monkeypatch.setattr(common, "ROOT", tmp_path)
+    bench_dirs, monkeypatch, argv, partial):
+  out, results = bench_dirs
   monkeypatch.setattr(common, "torch_device", lambda args: "cpu")
   monkeypatch.setattr(bench_torch, "TorchWorker", _NoWorker)
   batches = []

@@ -292,7 +292,7 @@ def test_compare_dataset_that_cannot_be_loaded_stops_the_run(tmp_path, monkeypat
   datasets.clear_cache()
   assert info.value.code == 2
   err = capsys.readouterr().err
-  assert f"error: --dataset fashion_mnist cannot be loaded from --data-dir {tmp_path / 'empty'}" in err
+  assert f"error: --dataset fashion_mnist, which cannot be loaded from --data-dir {tmp_path / 'empty'}" in err
   assert "not available" in err  # the loader's reason
   assert table.read_text() == "dataset,method\niris,adam\nfashion_mnist,adam\n"
 
@@ -360,6 +360,34 @@ def test_compare_same_settings_run_and_unreadable_json_moved_aside(tmp_path, mon
   assert earlier.read_text() == "earlier"
   assert path.with_name("iris.json.unreadable.1").read_text() == '{"config": {"da'
   assert not path.exists()
+
+
+def test_compare_a_refused_run_leaves_an_unreadable_json_where_it_is(tmp_path, monkeypatch, capsys):
+  """A run refused for another dataset's JSON (other seeds) changes nothing in --out."""
+  from experiments import datasets
+  monkeypatch.setattr(compare, "run_dataset", lambda *a, **k: pytest.fail("nothing should run"))
+  _compare_json(tmp_path, name="iris", seeds=[7])
+  unreadable = tmp_path / "compare" / "penguins.json"
+  unreadable.write_text('{"config": {"da')
+  datasets.clear_cache()
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--quick", "--dataset", "iris", "--dataset", "penguins", "--out", str(tmp_path)])
+  assert info.value.code == 2
+  assert unreadable.read_text() == '{"config": {"da'
+  assert not unreadable.with_name("penguins.json.unreadable").exists()
+
+
+def test_compare_runs_a_dataset_named_twice_once(tmp_path, monkeypatch, capsys):
+  ran = []
+
+  def run_dataset(name, **kwargs):
+    ran.append(name)
+    raise _Ran
+  monkeypatch.setattr(compare, "run_dataset", run_dataset)
+  with pytest.raises(_Ran):
+    compare.main(["--quick", "--dataset", "iris", "--dataset", "iris", "--out", str(tmp_path)])
+  assert ran == ["iris"]
+  assert "× 1 datasets" in capsys.readouterr().out  # (twice, the run crashed after training)
 
 
 def test_compare_does_not_drop_other_datasets(tmp_path, monkeypatch, capsys):
