@@ -1153,7 +1153,7 @@ def main(argv=None) -> int:
     if unknown:
       parser.error(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     methods = ["adam"] + [m for m in chosen if m != "adam"]
-  for problem in (reproduce.check_data_dir(args.data_dir), reproduce._check_out(args.out)):  # noqa: SLF001
+  for problem in (reproduce.check_data_dir(args.data_dir), reproduce.check_out(args.out)):
     if problem:
       # Before anything trains: a bad --out would otherwise fail at the first write.
       parser.error(problem)

@@ -334,7 +334,7 @@ def _row_status(path: pathlib.Path, seeds, data_name, table) -> str:
   return "done" if same else "other"
 
 
-def _check_out(out: pathlib.Path) -> str | None:
+def check_out(out: pathlib.Path) -> str | None:
   """None if ``--out`` is (or can be made) a writable directory, else why not."""
   try:
     out.mkdir(parents=True, exist_ok=True)
@@ -379,7 +379,7 @@ def main(argv=None) -> int:
   data_name = args.data or TABLES[args.table][1]
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   name = output_name(args.table, data_name)
-  problem = _check_out(args.out)
+  problem = check_out(args.out)
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2
