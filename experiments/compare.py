@@ -896,6 +896,8 @@ def seed004_tasks(quick: bool = False, data_dir=None) -> list[dict]:
     images = datasets.load("kmnist", data_dir=data_dir, flatten=False, train_size=size[0],
                            val_size=size[1], test_size=size[2])
   except datasets.DatasetUnavailable:
+    if data_dir is not None:
+      raise  # a --data-dir given for KMNIST is not silently replaced by the stand-in
     images = datasets.load("fashion_mnist", flatten=False, train_size=size[0], val_size=size[1],
                            test_size=size[2])
     stand_in = "kmnist"
@@ -1165,8 +1167,16 @@ def main(argv=None) -> int:
   if args.protocol == "seed004":
     print(f"seed 004: backprop vs forward gradient, {args.seeds} seeds → {args.out / 'seed004'}.*",
           flush=True)
-    run_seed004(args.out, seeds=seeds, quick=args.quick, data_dir=args.data_dir, command=command,
-                workers=args.workers)
+    try:
+      run_seed004(args.out, seeds=seeds, quick=args.quick, data_dir=args.data_dir,
+                  command=command, workers=args.workers)
+    except datasets.DatasetUnavailable as e:
+      parser.error(f"--data-dir {args.data_dir}: KMNIST cannot be loaded from it (without"
+                   " --data-dir, seed004 runs on the Fashion-MNIST stand-in).\n  "
+                   + str(e).replace("\n", "\n    "))
+    except ValueError as e:  # e.g. another set's files given as KMNIST's
+      print(f"error: --data-dir {args.data_dir}: {e}", file=sys.stderr)
+      return 2
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -173,6 +173,7 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
 
 
 def _read_idx_once(path: pathlib.Path) -> np.ndarray:
+  path = path.resolve()  # one key per file, whatever the working directory
   stat = path.stat()
   return _read_idx_cached(str(path), stat.st_mtime_ns, stat.st_size)
 
@@ -193,6 +194,26 @@ class _ImageSet:
   tfds_name: str
   default_idx_dirs: tuple[str, ...]
   how_to_get: str
+
+
+# The first ten test labels of the sets whose files are alike in name, shape and
+# size: MNIST's, KMNIST's and Fashion-MNIST's IDX files can only be told apart
+# by their contents. (KMNIST's are not listed: no copy of it was at hand.)
+_TEST_LABELS_START = {
+    "mnist": (7, 2, 1, 0, 4, 1, 4, 9, 5, 9),
+    "fashion_mnist": (9, 2, 1, 1, 6, 1, 4, 6, 5, 7),
+}
+
+
+def _check_image_set(name: str, test_labels: np.ndarray, path: pathlib.Path) -> None:
+  """Refuses IDX files that are another known set's (e.g. Fashion-MNIST's given as KMNIST)."""
+  start = tuple(int(v) for v in test_labels[:10])
+  for other, known in _TEST_LABELS_START.items():
+    if other != name and start == known:
+      raise ValueError(
+          f"{path}: these IDX files are {other}'s (their first test labels are {list(known)}),"
+          f" not {name}'s; point data_dir at {name}'s files."
+      )
 
 
 _IMAGE_SETS = {
@@ -376,7 +397,7 @@ def _load_image_set(name: str, *, data_dir=None, seed: int = 0,
   if source in ("auto", "idx"):
     if data_dir is not None:
       root = pathlib.Path(data_dir).expanduser()
-      directories = (root, root / name)
+      directories = (root / name, root)
     else:
       directories = tuple(pathlib.Path(d) for d in spec.default_idx_dirs)
     if not directories:
@@ -392,6 +413,7 @@ def _load_image_set(name: str, *, data_dir=None, seed: int = 0,
           _checked_image_pair(files["train_images"], files["train_labels"]),
           _checked_image_pair(files["test_images"], files["test_labels"]),
       )
+      _check_image_set(name, raw[1][1], files["test_labels"])
       where = f"IDX files in {directory}"
       break
   if raw is None and source in ("auto", "tfds"):

@@ -275,6 +275,16 @@ def test_compare_data_dir_that_does_not_exist(tmp_path, monkeypatch, capsys, pro
   assert f"error: --data-dir {missing}: no such directory" in capsys.readouterr().err
 
 
+def test_compare_seed004_data_dir_without_kmnist_stops_the_run(tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--protocol", "seed004", "--quick", "--data-dir", str(tmp_path / "empty"),
+                  "--out", str(tmp_path / "out")])
+  assert info.value.code == 2
+  assert f"--data-dir {tmp_path / 'empty'}: KMNIST cannot be loaded" in capsys.readouterr().err
+  assert not (tmp_path / "out" / "seed004").exists()
+
+
 def test_compare_dataset_that_cannot_be_loaded_stops_the_run(tmp_path, monkeypatch, capsys):
   # Before: fashion_mnist was "skipped", iris trained, and compare.csv rebuilt
   # without fashion_mnist's earlier rows (exit 0).

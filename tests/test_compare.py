@@ -258,6 +258,12 @@ def test_interrupted_cli_keeps_the_earlier_rows_of_datasets_not_rerun_yet(iris_r
   assert {r["method"] for r in rows if r["dataset"] == "iris"} == set(compare.METHODS)
 
 
+def test_seed004_with_a_data_dir_without_kmnist_is_an_error(tmp_path):
+  """A --data-dir given for KMNIST is not silently replaced by the Fashion-MNIST stand-in."""
+  with pytest.raises(datasets.DatasetUnavailable, match="kmnist"):
+    compare.seed004_tasks(quick=True, data_dir=tmp_path)
+
+
 def test_seed004_tasks_label_the_stand_in():
   try:
     datasets.load("fashion_mnist", train_size=1)

@@ -391,6 +391,27 @@ def test_real_fashion_mnist_files():
 
 
 @needs_fashion
+@pytest.mark.parametrize("name", ["mnist", "kmnist"])
+def test_another_sets_files_are_refused(name, tmp_path):
+  """MNIST, KMNIST and Fashion-MNIST files share names and sizes: Fashion-MNIST's given as
+  another set's are refused, naming the file, here or in data_dir/<name>."""
+  with pytest.raises(ValueError, match=rf"t10k-labels.*fashion_mnist's.*not {name}'s"):
+    datasets.load(name, data_dir=FASHION_DIR, source="idx")
+  (tmp_path / name).symlink_to(FASHION_DIR, target_is_directory=True)
+  with pytest.raises(ValueError, match=rf"fashion_mnist's.*not {name}'s"):
+    datasets.load(name, data_dir=tmp_path, source="idx")
+  assert datasets.load("fashion_mnist", data_dir=FASHION_DIR, source="idx", train_size=1).name == (
+      "fashion_mnist")
+
+
+def test_the_directory_named_after_the_set_comes_first(tmp_path):
+  """data_dir/<name> is searched before data_dir itself, which may hold another set."""
+  write_image_set(tmp_path)
+  write_image_set(tmp_path / "kmnist", n_train=30)
+  assert datasets.load("kmnist", data_dir=tmp_path).x_train.shape[0] == 21
+
+
+@needs_fashion
 def test_real_fashion_mnist_protocol():
   ds = datasets.load("fashion_mnist")
   check_types(ds)

@@ -168,6 +168,14 @@ def test_num_directions_accepts_numpy_ints():
   assert g.shape == (2,)
 
 
+@pytest.mark.parametrize("loss_fn", [lambda p: p ** 2, lambda p: jnp.sum(p ** 2)[None],
+                                     lambda p: jnp.sum(p > 0)])
+def test_loss_must_be_a_floating_point_scalar(loss_fn):
+  """A vector loss would broadcast (J v) * v into a wrong "gradient" without this check."""
+  with pytest.raises(TypeError, match="floating-point scalar"):
+    homax.forward_gradient(loss_fn, jnp.ones(3), jax.random.key(0))
+
+
 def test_integer_leaves_are_rejected_clearly():
   with pytest.raises(TypeError, match=r"\['n'\]"):
     homax.forward_gradient(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(2), "n": jnp.int32(3)},

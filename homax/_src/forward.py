@@ -51,6 +51,12 @@ def forward_gradient(
         [jax.random.normal(kk, jnp.shape(l), jnp.result_type(l)) for kk, l in zip(keys, leaves)]
     )
     loss, directional = jax.jvp(f, (params,), (tangent,))
+    if jnp.ndim(loss) != 0 or not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
+      # (∇L·v)·v needs a scalar L: a vector loss would broadcast into a wrong "gradient".
+      raise TypeError(
+          "forward_gradient: loss_fn must return a floating-point scalar, got"
+          f" shape {jnp.shape(loss)} and dtype {jnp.result_type(loss)}."
+      )
     grad = jax.tree.map(lambda v: directional.astype(v.dtype) * v, tangent)
     return loss, grad
 
