@@ -946,10 +946,14 @@ def single_step_us(method: Method, model: models.ModelSpec, data, *, lr: float, 
 
 
 def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None, command="",
-                workers: int = 2, log=print) -> list[dict]:
-  """Backprop vs forward-gradient SGD on seed 004's tasks → ``seed004.csv/.md/.png``."""
+                workers: int = 2, log=print, tasks=None) -> list[dict]:
+  """Backprop vs forward-gradient SGD on seed 004's tasks → ``seed004.csv/.md/.png``.
+
+  ``tasks``: :func:`seed004_tasks`'s result, if already loaded.
+  """
   t0 = time.perf_counter()
-  tasks = seed004_tasks(quick, data_dir)
+  if tasks is None:
+    tasks = seed004_tasks(quick, data_dir)
   lrs = SEED004_LRS[3:4] if quick else SEED004_LRS
   records, curves = [], {}
   for task in tasks:
@@ -1167,16 +1171,18 @@ def main(argv=None) -> int:
   if args.protocol == "seed004":
     print(f"seed 004: backprop vs forward gradient, {args.seeds} seeds → {args.out / 'seed004'}.*",
           flush=True)
-    try:
-      run_seed004(args.out, seeds=seeds, quick=args.quick, data_dir=args.data_dir,
-                  command=command, workers=args.workers)
+    try:  # the data first, so that bad data stops the run before anything trains
+      tasks = seed004_tasks(args.quick, args.data_dir)
     except datasets.DatasetUnavailable as e:
-      parser.error(f"--data-dir {args.data_dir}: KMNIST cannot be loaded from it (without"
-                   " --data-dir, seed004 runs on the Fashion-MNIST stand-in).\n  "
-                   + str(e).replace("\n", "\n    "))
-    except ValueError as e:  # e.g. another set's files given as KMNIST's
-      print(f"error: --data-dir {args.data_dir}: {e}", file=sys.stderr)
+      what = (f"--data-dir {args.data_dir}: KMNIST cannot be loaded from it (without --data-dir,"
+              " seed004 runs on the Fashion-MNIST stand-in)" if args.data_dir else
+              "seed004 needs KMNIST or its stand-in, Fashion-MNIST; neither can be loaded")
+      parser.error(f"{what}.\n  " + str(e).replace("\n", "\n    "))
+    except (ValueError, OSError) as e:  # a damaged file, or another set's given as KMNIST's
+      print(f"error: {e}", file=sys.stderr)
       return 2
+    run_seed004(args.out, seeds=seeds, quick=args.quick, data_dir=args.data_dir,
+                command=command, workers=args.workers, tasks=tasks)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
