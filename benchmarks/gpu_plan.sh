@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The runs the next GPU session should make (benchmarks/RESULTS.md §6, "What the
-# next GPU session should run"), in one call that fits a 15-minute device lease.
+# The runs a GPU session should make (benchmarks/RESULTS.md §6), in one call that
+# fits a 15-minute device lease.
 #
 #   bash benchmarks/gpu_plan.sh [LOG_DIR]      # on the GPU machine
 #
-# LOG_DIR (default benchmarks/out/gpu_plan) gets each step's printed output; the
-# JSON records go where every benchmark writes them (benchmarks/out/ and, for
-# full or tagged runs, benchmarks/results/). Each step is capped at STEP_TIMEOUT
-# seconds (default 240) and a failing step does not stop the others; the exit
-# status is 1 if any failed. PYTHON picks the interpreter (default python3).
-# PLATFORM=cpu EXTRA="--quick --no-write" checks the script on a CPU.
+# LOG_DIR (default benchmarks/out/gpu_plan) gets each step's printed output and,
+# from profile_step, each arm's compiled program (hlo/). The JSON records go where
+# every benchmark writes them (benchmarks/out/ and, for full or tagged runs,
+# benchmarks/results/). Each step is capped (its own cap, and what is left of
+# BUDGET_S seconds, default 540, counted from the start); a failing step does
+# not stop the others, and the exit status is 1 if any failed. If OUT is set
+# (the device tool's output folder), the logs and records are packed into
+# $OUT/gpu_plan.tgz after every step, so a cut call keeps what it finished.
+# PYTHON picks the interpreter (default python3). PLATFORM=cpu
+# EXTRA="--quick --no-write" checks the script on a CPU.
 #
 # As in session 7's runs: JAX_DEFAULT_MATMUL_PRECISION=highest (full-float32
 # matmuls, as torch's) and XLA_PYTHON_CLIENT_PREALLOCATE=false, unless set.
@@ -19,6 +23,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
+start=$SECONDS
+budget="${BUDGET_S:-540}"
 logs="${1:-benchmarks/out/gpu_plan}"
 mkdir -p "$logs" || exit 1
 py="${PYTHON:-python3}"
@@ -26,6 +32,7 @@ platform="${PLATFORM:-gpu}"
 read -r -a extra <<< "${EXTRA:-}"
 export JAX_DEFAULT_MATMUL_PRECISION="${JAX_DEFAULT_MATMUL_PRECISION:-highest}"
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
+export PYTHONUNBUFFERED=1
 
 fmnist=/usr/share/datasets/fashion-mnist
 if [[ ! -d "$fmnist" && -d .fmnist ]]; then
@@ -33,34 +40,61 @@ if [[ ! -d "$fmnist" && -d .fmnist ]]; then
 fi
 
 echo "# $(date -u +%FT%TZ) platform=$platform JAX_DEFAULT_MATMUL_PRECISION=$JAX_DEFAULT_MATMUL_PRECISION" \
-     "XLA_PYTHON_CLIENT_PREALLOCATE=$XLA_PYTHON_CLIENT_PREALLOCATE"
-"$py" -c "import jax; print('# jax devices:', jax.devices())" || exit 1
+     "XLA_PYTHON_CLIENT_PREALLOCATE=$XLA_PYTHON_CLIENT_PREALLOCATE budget=${budget}s"
+"$py" -c "import jax; print('# jax', jax.__version__, 'devices:', jax.devices())" || exit 1
+
+pack() {
+  if [[ -n "${OUT:-}" ]]; then
+    tar czf "$OUT/gpu_plan.tgz" "$logs" benchmarks/results benchmarks/out/*.json 2>/dev/null
+  fi
+}
 
 failed=()
 step() {
-  local name="$1"
-  shift
+  local name="$1" cap="$2"
+  shift 2
+  local left=$(( budget - (SECONDS - start) ))
+  (( cap > left )) && cap=$left
   echo
-  echo "## $*" | tee "$logs/$name.log"
-  timeout "${STEP_TIMEOUT:-240}" "$@" 2>&1 | tee -a "$logs/$name.log"
+  if (( cap < 20 )); then
+    echo "## $name: skipped, ${left}s of the budget left" | tee "$logs/$name.log"
+    failed+=("$name (skipped)")
+    return
+  fi
+  echo "## $(date -u +%T) [cap ${cap}s] $*" | tee "$logs/$name.log"
+  timeout "$cap" "$@" 2>&1 | tee -a "$logs/$name.log"
   local status="${PIPESTATUS[0]}"
   if (( status != 0 )); then failed+=("$name (exit $status)"); fi
+  pack
 }
 
-# 1. Where a Part I step's time goes, then the one-reduction formulation of N and D.
-step profile_step "$py" -m benchmarks.profile_step
-step overhead_onesum "$py" -m benchmarks.bench_overhead --platform "$platform" \
-  --arms adam part1 part1-onesum --configs b5 b128 b420 --tag onesum "${extra[@]}"
-# 2. The memory benchmark with its device-loop timing (20 steps per timing on a GPU).
-step memory "$py" -m benchmarks.bench_memory --platform "$platform" "${extra[@]}"
-# 3-4. The seeds rows the cut run of session 7 lacks, with their JSON.
-step seeds_b5 "$py" -m benchmarks.bench_seeds --platform "$platform" --problems mnist-b5 \
-  --reps 3 --tag b5 "${extra[@]}"
-step seeds_reps3 "$py" -m benchmarks.bench_seeds --platform "$platform" --problems iris mnist \
+# 1. Where a step's time goes on the device, and each arm's compiled program:
+#    Adam, Part I (homax), Part I with the CPU's write-back of the step input
+#    (homax before session 9), Part I with one reduction for N and D, Part II.
+step profile_step 80 "$py" -m benchmarks.profile_step \
+  --arms adam part1 part1-materialize part1-onesum part2 --top 25 --hlo-dir "$logs/hlo"
+# 2. The full overhead run (all five default arms, so it is the record), with the
+#    formulation experiments beside them.
+step overhead 200 "$py" -m benchmarks.bench_overhead --platform "$platform" \
+  --arms adam part1 part2 sgd sgd+homog part1-materialize part1-onesum part2-onesum "${extra[@]}"
+# 3. The memory benchmark with its device-loop timing (20 steps per timing on a GPU).
+step memory 50 "$py" -m benchmarks.bench_memory --platform "$platform" "${extra[@]}"
+# 4. homax's tests that run the update against the published code, on the device.
+if [[ "$platform" == gpu ]]; then
+  step pytest 80 "$py" -m pytest -p no:cacheprovider tests/test_seed_equivalence.py \
+    tests/test_paper.py tests/test_transformation.py
+fi
+# 5. The seeds JSON, then the batch-5 seeds row, with what is left.
+step seeds_reps3 150 "$py" -m benchmarks.bench_seeds --platform "$platform" --problems iris mnist \
   --reps 3 --tag reps3 "${extra[@]}"
+step seeds_b5 600 "$py" -m benchmarks.bench_seeds --platform "$platform" --problems mnist-b5 \
+  --reps 3 --tag b5 "${extra[@]}"
 
+echo
+echo "# $(date -u +%T) done in $(( SECONDS - start ))s"
 if (( ${#failed[@]} )); then
-  echo
   echo "# failed: ${failed[*]}"
+  pack
   exit 1
 fi
+pack

@@ -43,8 +43,13 @@ _DERIVED_LINES = frozenset({"XLA Modules", "XLA Ops", "Async XLA Ops", "Framewor
                             "Framework Name Scope", "Steps", "Launch Stats", "Source code"})
 
 
-def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, float], list[str]]:
-  """``({kernel: µs per training step}, [parameter-sized copies])`` for one arm."""
+def kernel_times(arm: str, batch: int, hidden: int = 128, hlo_dir: str | None = None
+                 ) -> tuple[dict[str, float], list[str], float]:
+  """``({kernel: µs per training step}, [parameter-sized copies], kernels per step)``.
+
+  With ``hlo_dir``, the compiled program's text is written to
+  ``<hlo_dir>/<arm>_b<batch>.hlo.txt``.
+  """
   model, params, average, xs, ys = bench_overhead.setup("mlp", hidden, batch)
   tx = bench_overhead.make_tx(arm, average, STEPS)
   run = bench_overhead.make_run(model, tx, STEPS)
@@ -53,6 +58,10 @@ def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, flo
   shapes = {"f32[" + ",".join(map(str, x.shape)) + "]"
             for x in jax.tree.leaves(params) if x.size > 1000}
   hlo = run.lower(params, state, xs, ys).compile().as_text()
+  if hlo_dir:
+    import pathlib
+    pathlib.Path(hlo_dir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(hlo_dir) / f"{arm.replace('+', '_')}_b{batch}.hlo.txt").write_text(hlo)
   copies = [line.split("=")[0].strip() for line in hlo.splitlines()
             if " copy(" in line and line.split("=")[1].split("{")[0].strip() in shapes]
   box = [params, state]
@@ -62,11 +71,14 @@ def kernel_times(arm: str, batch: int, hidden: int = 128) -> tuple[dict[str, flo
     jax.block_until_ready(loss)
 
   call()
-  return {k: v / STEPS for k, v in _profiled(call, RUNS).items()}, copies
+  times, counts = _profiled(call, RUNS, with_counts=True)
+  return ({k: v / STEPS for k, v in times.items()}, copies,
+          sum(counts.values()) / STEPS)
 
 
-def _profiled(call, runs: int) -> dict[str, float]:
-  """``{kernel: µs per call}`` of ``call()`` run ``runs`` times under the profiler."""
+def _profiled(call, runs: int, with_counts: bool = False):
+  """``{kernel: µs per call}`` of ``call()`` run ``runs`` times under the profiler
+  (and ``{kernel: events per call}`` with ``with_counts``)."""
   with tempfile.TemporaryDirectory() as log_dir:
     with jax.profiler.trace(log_dir, create_perfetto_trace=True):
       for _ in range(runs):
@@ -75,9 +87,14 @@ def _profiled(call, runs: int) -> dict[str, float]:
     with gzip.open(trace_file) as f:
       events = json.load(f)["traceEvents"]
   total = collections.Counter()
+  count = collections.Counter()
   for e in kernel_events(events):
     total[e["name"]] += e.get("dur", 0)
-  return {k: v / runs for k, v in total.items()}
+    count[e["name"]] += 1
+  times = {k: v / runs for k, v in total.items()}
+  if with_counts:
+    return times, {k: v / runs for k, v in count.items()}
+  return times
 
 
 def kernel_events(events: list[dict]) -> list[dict]:
@@ -139,9 +156,13 @@ def iris_epoch_times(seeds: int = 32, runs: int = 20) -> dict[str, float]:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--arms", nargs=2, default=["adam", "part1"], choices=bench_overhead.ARMS)
+  p.add_argument("--arms", nargs="+", default=["adam", "part1"],
+                 choices=bench_overhead.ARMS + bench_overhead.EXTRA_ARMS,
+                 help="arms to profile (default: adam part1); the last minus the first is printed")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--top", type=int, default=20, help="kernels listed per arm")
+  p.add_argument("--hlo-dir", default=None,
+                 help="also write each arm's compiled program (HLO text) into this folder")
   p.add_argument("--iris-seeds", action="store_true",
                  help="instead: the kernels of one vmapped 32-seed Iris epoch (bench_seeds)")
   args = p.parse_args(argv)
@@ -158,15 +179,15 @@ def main(argv=None):
         f" batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].platform}")
   totals = {}
   for arm in args.arms:
-    times, copies = kernel_times(arm, args.batch)
+    times, copies, kernels = kernel_times(arm, args.batch, hlo_dir=args.hlo_dir)
     totals[arm] = sum(times.values())
-    print(f"\n## {arm}: {totals[arm]:.0f} µs of kernels per step;"
-          f" copies of parameter-sized arrays: {', '.join(copies) or 'none'}")
+    print(f"\n## {arm}: {totals[arm]:.0f} µs of kernels per step, {kernels:.1f} kernel events"
+          f" per step; copies of parameter-sized arrays: {', '.join(copies) or 'none'}")
     for name, us in sorted(times.items(), key=lambda kv: -kv[1])[:args.top]:
       print(f"  {us:8.1f}  {name}")
-  a, b = args.arms
+  a, b = args.arms[0], args.arms[-1]
   print(f"\n{b} − {a}: {totals[b] - totals[a]:.0f} µs of kernels per step (one profile per arm,"
-        " not interleaved: this difference moves by hundreds of µs between runs; the"
+        " not interleaved: on the CPU this difference moves by hundreds of µs between runs; the"
         " interleaved medians of bench_overhead measure it)")
 
 

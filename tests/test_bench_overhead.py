@@ -79,6 +79,8 @@ def test_a_step_time_is_the_median_run_time_divided_by_the_steps(monkeypatch):
     (["--arms", "adam", "part1", "part2", "sgd", "sgd+homog"], False),  # the defaults, named
     (["--arms", "adam", "part1", "part1-flatten"], True),  # README's command: no Part II, no SGD
     (["--arms", "part1-onesum"], True),
+    (["--arms", "sgd+homog", "part2", "sgd", "part1", "part1-onesum", "part1-materialize"],
+     False),  # every default arm, and extras
     (["--configs", "b5", "b420"], True),
     (["--configs", "deep", "b420", "b5", "b128"], False),  # all four, in another order
     (["--steps", "50"], True),
@@ -192,3 +194,21 @@ def test_the_one_reduction_arm_is_part1_with_other_sums(monkeypatch):
   import homax
   n_ref, d_ref = homax.sums(params, average)
   np.testing.assert_allclose([n, d], [n_ref, d_ref], rtol=1e-6)
+
+
+@pytest.mark.parametrize("platform, extra_writes", [("cpu", 0), ("cuda", 4)])
+def test_the_materialize_arm_adds_the_write_backs_only_off_the_cpu(platform, extra_writes):
+  """``part1-materialize`` is ``part1`` with the step input's write-back on every
+  platform: the same program for the CPU, one more write per leaf (4) for a GPU."""
+  import jax
+  import jax.numpy as jnp
+
+  model, params, average, xs, ys = bench_overhead.setup("mlp", 16, 8)
+  writes = {}
+  for arm in ("part1", "part1-materialize"):
+    tx = bench_overhead.make_tx(arm, average, 10)
+    run = bench_overhead.make_run(model, tx, 3)
+    state = jax.tree.map(jnp.copy, tx.init(params))
+    text = run.trace(params, state, xs, ys).lower(lowering_platforms=(platform,)).as_text()
+    writes[arm] = text.count("stablehlo.dynamic_update_slice")
+  assert writes["part1-materialize"] - writes["part1"] == extra_writes

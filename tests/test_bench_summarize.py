@@ -74,11 +74,23 @@ def test_gpu_overhead_target_is_1_2_at_batch_128_only():
   assert "≤ 1.20: met" in _line(text, "| mlp784-128-10 b128 |")
 
 
-def test_a_run_with_other_arms_gets_no_verdict():
+def test_a_run_without_every_default_arm_gets_no_verdict():
   rec = _overhead("cpu", b5=(2.6, 2.6))
-  rec["settings"]["arms"] = ["adam", "part1", "part2", "sgd", "sgd+homog", "part1-flatten"]
+  rec["settings"]["arms"] = ["adam", "part1", "part2", "sgd", "part1-flatten"]
   text = summarize.overhead(rec)
   assert "met" not in text and "missed" not in text
+
+
+def test_extra_arms_beside_the_defaults_are_listed_after_the_verdicts():
+  rec = _overhead("cpu", b5=(2.6, 2.6))
+  rec["settings"]["arms"] = [*summarize.DEFAULT_ARMS, "part1-onesum"]
+  for r in [r for r in rec["rows"] if r["arm"] == "part1"]:
+    rec["rows"].append(dict(r, arm="part1-onesum"))
+  verdicts, extra = summarize.overhead(rec).split("Extra arms:")
+  assert "≤ 2.50: **missed**" in _line(verdicts, "| mlp784-128-10 b5 |")
+  assert "part1-onesum" not in verdicts
+  arms = [line.split("|")[3].strip() for line in extra.splitlines() if line.startswith("| mlp")]
+  assert set(arms) == {"adam", "part1-onesum"}
 
 
 def _torch_row(batch, torch_part_x, whole_step_x):

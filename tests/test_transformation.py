@@ -1,5 +1,6 @@
 """The optax battery for ``homax.homogeneity``, plus one-step checks by hand."""
 
+import functools
 import math
 
 import hypothesis
@@ -641,3 +642,19 @@ def test_performance_helpers_keep_bits(values, count, jit):
   assert np.asarray(after(k, buf)).view(np.uint32) == np.asarray(k).view(np.uint32)
   np.testing.assert_array_equal(
       np.asarray(materialized(buf)).view(np.uint32), np.asarray(buf).view(np.uint32))
+  everywhere = functools.partial(transform._materialized, platforms=None)
+  np.testing.assert_array_equal(
+      np.asarray(everywhere(buf)).view(np.uint32), np.asarray(buf).view(np.uint32))
+
+
+@pytest.mark.parametrize("platform, writes_back", [("cpu", True), ("cuda", False), ("rocm", False)])
+def test_the_step_input_is_written_back_on_the_cpu_only(platform, writes_back):
+  """``_materialized`` writes one element back (a dynamic_update_slice) on the CPU,
+  where it was measured to pay; for a GPU the program holds no such write."""
+  from homax._src import transform
+  x = jnp.ones((4, 3))
+  text = jax.jit(transform._materialized).trace(x).lower(lowering_platforms=(platform,)).as_text()
+  assert ("dynamic_update_slice" in text) is writes_back
+  text = jax.jit(functools.partial(transform._materialized, platforms=None)).trace(x).lower(
+      lowering_platforms=(platform,)).as_text()
+  assert "dynamic_update_slice" in text

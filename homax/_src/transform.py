@@ -137,16 +137,23 @@ def _check_average(params, average) -> None:
 _MATERIALIZE_MAX_SIZE = 1 << 20
 
 
-def _materialized(x):
+def _materialized(x, platforms=("cpu",)):
   """``x`` itself (same bits), computed once into memory when it is small.
 
-  Performance only. XLA's CPU backend gives each output of the step its own
-  kernel and recomputes a cheap shared input in each: Table 1 (a chain of
-  selects over every element) would be evaluated once for Adam's first moment
-  and again for its second. Writing one element of ``x`` back into ``x`` (a
-  no-op ``dynamic_update_slice``, done in place) makes ``x`` a buffer, so it is
-  computed once and read twice: cheaper while the leaf is cache-sized, dearer
-  (one more pass over memory) beyond, where it is left to be recomputed.
+  Performance only, on the CPU. XLA's CPU backend gives each output of the
+  step its own kernel and recomputes a cheap shared input in each: Table 1 (a
+  chain of selects over every element) would be evaluated once for Adam's
+  first moment and again for its second. Writing one element of ``x`` back
+  into ``x`` (a no-op ``dynamic_update_slice``, done in place) makes ``x`` a
+  buffer, so it is computed once and read twice: cheaper while the leaf is
+  cache-sized, dearer (one more pass over memory) beyond, where it is left to
+  be recomputed.
+
+  Only on ``platforms`` (default: the CPU; through
+  ``jax.lax.platform_dependent``). Elsewhere ``x`` is returned as is: XLA's
+  GPU backend fuses the shared input into one multi-output kernel by itself,
+  and there the write-back added kernels to every step (benchmarks/RESULTS.md
+  §6, the ``part1-materialize`` arm of ``bench_overhead``).
 
   The values of ``x`` are unchanged. Under ``jit``, Adam's first moment can
   differ in its last bit from what the fused kernel gave before (XLA
@@ -160,6 +167,13 @@ def _materialized(x):
   spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
   if spec is not None and any(axis is not None for axis in spec):
     return x
+  if platforms is None:  # everywhere
+    return _write_back_corner(x)
+  branches = {platform: _write_back_corner for platform in platforms}
+  return jax.lax.platform_dependent(x, **branches, default=lambda y: y)
+
+
+def _write_back_corner(x):
   corner = (0,) * x.ndim
   return jax.lax.dynamic_update_slice(x, jax.lax.dynamic_slice(x, corner, (1,) * x.ndim), corner)
 
