@@ -19,10 +19,16 @@ optimizer state donated. Arms:
   RESULTS.md §1);
 * ``part1-onesum``, ``part2-onesum`` (only with ``--arms``): ``part1`` or
   ``part2`` with N and D summed by one reduction over every leaf's terms,
-  concatenated (``one_reduction_sums``), instead of per leaf. Not in homax: an
-  experiment for the GPU, where the homogeneity part of a step looks bound by
-  its number of kernels (RESULTS.md §6); the update is homax's to float
+  concatenated (``one_reduction_sums``), instead of per leaf, on every
+  platform. Measured on an H200 in session 9 (RESULTS.md §6), where the
+  homogeneity part of a step is bound by its number of kernels, and since then
+  homax's own form on a single NVIDIA GPU (there the arm is ``part1``/``part2``;
+  on the CPU it is many times slower). The update is homax's to float
   rounding (tested);
+* ``part1-onesum-direct`` (only with ``--arms``): as ``part1-onesum``, with N
+  and D as two reductions of one vector each instead of one of two stacked
+  rows (``direct_one_reduction_sums``): on the H200 the stacked rows' single
+  reduction took 7 µs of a step. Not run on a GPU yet;
 * ``part1-materialize`` (only with ``--arms``): ``part1`` with the step
   optimizer's input written back to memory on every platform
   (``transform._materialized(x, platforms=None)``), as homax did on the GPU
@@ -65,7 +71,8 @@ CONFIGS = (
 )
 ARMS = ("adam", "part1", "part2", "sgd", "sgd+homog")
 # Timed only when named with --arms.
-EXTRA_ARMS = ("part1-flatten", "part1-onesum", "part2-onesum", "part1-materialize")
+EXTRA_ARMS = ("part1-flatten", "part1-onesum", "part2-onesum", "part1-materialize",
+              "part1-onesum-direct")
 # --configs names a config by its last word ("b5", "b128", "b420") or "deep".
 CONFIG_KEYS = {"b5": 0, "b128": 1, "b420": 2, "deep": 3}
 POOL = 16
@@ -101,6 +108,8 @@ def make_tx(arm: str, average, total_steps: int):
     return optax.flatten(make_tx("part1", flat_average, total_steps))
   if arm in ("part1-onesum", "part2-onesum"):
     return with_sums(make_tx(arm.split("-")[0], average, total_steps), one_reduction_sums)
+  if arm == "part1-onesum-direct":
+    return with_sums(make_tx("part1", average, total_steps), direct_one_reduction_sums)
   if arm == "part1-materialize":
     import functools
     from homax._src import transform
@@ -110,14 +119,26 @@ def make_tx(arm: str, average, total_steps: int):
 
 
 def one_reduction_sums(params, average, eps=1e-8):
-  """``homax.sums`` as one reduction: every leaf's two terms concatenated, then summed."""
+  """``homax.sums`` as one reduction on every platform: every leaf's two terms
+  concatenated, then summed (homax's own form on a single NVIDIA GPU since session 9)."""
+  from homax._src import derivative
+  leaves = jax.tree.leaves(params)
+  acc = derivative._accumulation_dtype(jnp.result_type(*leaves))
+  n, d = derivative._concatenated_sums([x.astype(acc) for x in leaves],
+                                       [x.astype(acc) for x in jax.tree.leaves(average)])
+  return n, eps + d
+
+
+def direct_one_reduction_sums(params, average, eps=1e-8):
+  """``homax.sums`` over every leaf concatenated, as two direct reductions (N's and
+  D's, each of one vector) instead of one reduction of the two stacked rows."""
   from homax._src import derivative
   leaves = jax.tree.leaves(params)
   acc = derivative._accumulation_dtype(jnp.result_type(*leaves))
   p = jnp.concatenate([jnp.ravel(x).astype(acc) for x in leaves])
   a = jnp.concatenate([jnp.ravel(x).astype(acc) for x in jax.tree.leaves(average)])
-  both = jnp.sum(jnp.stack([jnp.abs(p - a), jnp.abs(p) + jnp.abs(a)]), axis=1)
-  return both[0], eps + both[1]
+  n, d = derivative._direct_sums(p, a)
+  return n, eps + d
 
 
 def with_sums(tx, sums_fn):

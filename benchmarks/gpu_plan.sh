@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The runs a GPU session should make (benchmarks/RESULTS.md §6), in one call that
-# fits a 15-minute device lease.
+# The runs the next GPU session should make (benchmarks/RESULTS.md §6), in one
+# call that fits a 15-minute device lease.
 #
 #   bash benchmarks/gpu_plan.sh [LOG_DIR]      # on the GPU machine
 #
@@ -69,26 +69,25 @@ step() {
 }
 
 # 1. Where a step's time goes on the device, and each arm's compiled program:
-#    Adam, Part I (homax), Part I with the CPU's write-back of the step input
-#    (homax before session 9), Part I with one reduction for N and D, Part II.
-step profile_step 80 "$py" -m benchmarks.profile_step \
-  --arms adam part1 part1-materialize part1-onesum part2 --top 25 --hlo-dir "$logs/hlo"
+#    Adam, Part I (homax: one reduction for N and D on a single NVIDIA GPU since
+#    session 9), Part I with N and D as two reductions of the concatenated
+#    vectors, Part I on one flat vector (optax.flatten), Part II.
+step profile_step 60 "$py" -m benchmarks.profile_step \
+  --arms adam part1 part1-onesum-direct part1-flatten part2 --top 25 --hlo-dir "$logs/hlo"
 # 2. The full overhead run (all five default arms, so it is the record), with the
 #    formulation experiments beside them.
-step overhead 200 "$py" -m benchmarks.bench_overhead --platform "$platform" \
-  --arms adam part1 part2 sgd sgd+homog part1-materialize part1-onesum part2-onesum "${extra[@]}"
-# 3. The memory benchmark with its device-loop timing (20 steps per timing on a GPU).
-step memory 50 "$py" -m benchmarks.bench_memory --platform "$platform" "${extra[@]}"
-# 4. homax's tests that run the update against the published code, on the device.
+step overhead 180 "$py" -m benchmarks.bench_overhead --platform "$platform" \
+  --arms adam part1 part2 sgd sgd+homog part1-onesum-direct part1-flatten "${extra[@]}"
+# 3. homax's tests that run the update against the published code, on the device
+#    (session 9 ran them before the one-reduction sums became homax's GPU form).
 if [[ "$platform" == gpu ]]; then
-  step pytest 80 "$py" -m pytest -p no:cacheprovider tests/test_seed_equivalence.py \
-    tests/test_paper.py tests/test_transformation.py
+  step pytest 110 "$py" -m pytest -p no:cacheprovider tests/test_seed_equivalence.py \
+    tests/test_paper.py tests/test_transformation.py tests/test_derivative.py
 fi
-# 5. The seeds JSON, then the batch-5 seeds row, with what is left.
-step seeds_reps3 150 "$py" -m benchmarks.bench_seeds --platform "$platform" --problems iris mnist \
-  --reps 3 --tag reps3 "${extra[@]}"
-step seeds_b5 600 "$py" -m benchmarks.bench_seeds --platform "$platform" --problems mnist-b5 \
-  --reps 3 --tag b5 "${extra[@]}"
+# 4. The MNIST seeds rows (session 9's run was cut in them), with what is left.
+step seeds_mnist 600 "$py" -m benchmarks.bench_seeds --platform "$platform" \
+  --problems mnist mnist-b5 --reps 3 --tag mnist "${extra[@]}"
+# Done in session 9: bench_memory with 20 steps per timing, the Iris seeds JSON.
 
 echo
 echo "# $(date -u +%T) done in $(( SECONDS - start ))s"

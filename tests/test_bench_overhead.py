@@ -165,32 +165,35 @@ def test_a_run_cut_short_keeps_its_finished_configs(tmp_path, monkeypatch):
   assert (results / "overhead_cpu_cut.json").exists()
 
 
-def test_the_one_reduction_arm_is_part1_with_other_sums(monkeypatch):
-  """``part1-onesum`` traces its own N and D, and its updates are part1's to float rounding."""
+@pytest.mark.parametrize("arm, fn", [("part1-onesum", "one_reduction_sums"),
+                                     ("part1-onesum-direct", "direct_one_reduction_sums")])
+def test_the_one_reduction_arms_are_part1_with_other_sums(monkeypatch, arm, fn):
+  """The one-reduction arms trace their own N and D, and their updates are part1's
+  to float rounding."""
   import jax
   import jax.numpy as jnp
   import numpy as np
 
   model, params, average, xs, ys = bench_overhead.setup("mlp", 16, 8)
   calls = []
-  original = bench_overhead.one_reduction_sums
+  original = getattr(bench_overhead, fn)
 
   def counted(*args, **kwargs):
     calls.append(1)
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(bench_overhead, "one_reduction_sums", counted)
+  monkeypatch.setattr(bench_overhead, fn, counted)
   outs = {}
-  for arm in ("part1", "part1-onesum"):
-    tx = bench_overhead.make_tx(arm, average, 10)
+  for a in ("part1", arm):
+    tx = bench_overhead.make_tx(a, average, 10)
     run = bench_overhead.make_run(model, tx, 3)
     p = jax.tree.map(jnp.copy, params)
     s = jax.tree.map(jnp.copy, tx.init(p))
-    outs[arm] = run(p, s, xs, ys)[0]
+    outs[a] = run(p, s, xs, ys)[0]
   assert calls  # the replacement was traced, not homax's own sums
-  for a, b in zip(jax.tree.leaves(outs["part1"]), jax.tree.leaves(outs["part1-onesum"])):
+  for a, b in zip(jax.tree.leaves(outs["part1"]), jax.tree.leaves(outs[arm])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  n, d = bench_overhead.one_reduction_sums(params, average)
+  n, d = original(params, average)
   import homax
   n_ref, d_ref = homax.sums(params, average)
   np.testing.assert_allclose([n, d], [n_ref, d_ref], rtol=1e-6)

@@ -252,6 +252,33 @@ def test_leaf_sums_picks_the_form_by_size_and_platform(monkeypatch, platform):
   assert not stacked()
 
 
+@SETTINGS
+@hypothesis.given(data=pairs(), cut=st.data())
+def test_both_forms_of_the_global_sums_agree(data, cut):
+  """Per leaf (CPU and elsewhere) or concatenated (one NVIDIA GPU): the same N and D."""
+  theta, avg = data
+  cuts = cut.draw(splits(theta.size))
+  ps = jax.tree.leaves(to_tree(theta, cuts))
+  avs = jax.tree.leaves(to_tree(avg, cuts))
+  ref_n, ref_d = reference_sums(theta, avg)
+  for form in (derivative_lib._per_leaf_sums, derivative_lib._concatenated_sums):
+    n, d = jax.jit(form)(ps, avs)
+    np.testing.assert_allclose(float(n), ref_n, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(float(d), ref_d - EPS, rtol=1e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("platform, reductions", [("cuda", 1), ("rocm", 3), ("cpu", 3)])
+def test_global_sums_are_one_reduction_on_an_nvidia_gpu(platform, reductions):
+  """On a single NVIDIA GPU, N and D of every leaf come from one reduction; elsewhere
+  each leaf is reduced on its own (its two sums stacked on the CPU, fused elsewhere)."""
+  params = {"a": jnp.ones((4, 8)), "b": jnp.ones(3), "c": jnp.ones((2, 2))}
+  f = jax.jit(lambda p, a: sums(p, a))
+  text = jax.export.export(f, platforms=[platform])(params, params).mlir_module()
+  count = text.count("stablehlo.reduce(") + text.count("stablehlo.reduce ")
+  per_leaf_sums = 1 if platform == "cpu" else 2  # the stacked pair, or N's and D's
+  assert count == (1 if reductions == 1 else reductions * per_leaf_sums)
+
+
 def test_table1_on_a_hand_made_vector():
   # One element per case; values checked by hand against SPEC.md Table 1.
   theta = np.array([2.0, -2.0, 1.0, -1.0, 0.0, 0.0, 3.0, 0.5, -0.5], np.float32)
