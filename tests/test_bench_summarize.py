@@ -151,3 +151,8 @@ def test_seeds_targets():
   assert "≥ 10: borderline" in _line(text, "| iris mlp4-10-3 |")
   assert "≥ 1.5: met" in _line(text, "| mnist mlp784-128-10 b42 |")
   assert "(context)" in _line(text, "| mnist mlp784-128-10 b5 |")
+
+
+def test_summarize_knows_the_overhead_benchmarks_default_arms():
+  from benchmarks import bench_overhead
+  assert set(summarize.DEFAULT_ARMS) == set(bench_overhead.ARMS)
