@@ -31,7 +31,7 @@ optimizer state donated. Arms:
   reduction took 7 µs of a step. Not run on a GPU yet;
 * ``part1-materialize`` (only with ``--arms``): ``part1`` with the step
   optimizer's input written back to memory on every platform
-  (``transform._materialized(x, platforms=None)``), as homax did on the GPU
+  (``transform._materialized(x, everywhere=True)``), as homax did on the GPU
   too before session 9; since then it does so on the CPU only. On the CPU the
   arm is ``part1`` itself.
 
@@ -113,7 +113,7 @@ def make_tx(arm: str, average, total_steps: int):
   if arm == "part1-materialize":
     import functools
     from homax._src import transform
-    everywhere = functools.partial(transform._materialized, platforms=None)
+    everywhere = functools.partial(transform._materialized, everywhere=True)
     return patched(make_tx("part1", average, total_steps), transform, "_materialized", everywhere)
   raise ValueError(arm)
 

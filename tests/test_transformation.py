@@ -642,7 +642,7 @@ def test_performance_helpers_keep_bits(values, count, jit):
   assert np.asarray(after(k, buf)).view(np.uint32) == np.asarray(k).view(np.uint32)
   np.testing.assert_array_equal(
       np.asarray(materialized(buf)).view(np.uint32), np.asarray(buf).view(np.uint32))
-  everywhere = functools.partial(transform._materialized, platforms=None)
+  everywhere = functools.partial(transform._materialized, everywhere=True)
   np.testing.assert_array_equal(
       np.asarray(everywhere(buf)).view(np.uint32), np.asarray(buf).view(np.uint32))
 
@@ -655,6 +655,6 @@ def test_the_step_input_is_written_back_on_the_cpu_only(platform, writes_back):
   x = jnp.ones((4, 3))
   text = jax.jit(transform._materialized).trace(x).lower(lowering_platforms=(platform,)).as_text()
   assert ("dynamic_update_slice" in text) is writes_back
-  text = jax.jit(functools.partial(transform._materialized, platforms=None)).trace(x).lower(
+  text = jax.jit(functools.partial(transform._materialized, everywhere=True)).trace(x).lower(
       lowering_platforms=(platform,)).as_text()
   assert "dynamic_update_slice" in text

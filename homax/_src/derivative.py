@@ -150,8 +150,9 @@ def _concatenated_sums(ps, avs) -> tuple[Array, Array]:
   reduction is a kernel or more (a large leaf's takes two or three), and the
   per-leaf form added kernels to every step. Measured on an H200 as the
   ``part1-onesum`` / ``part2-onesum`` arms of ``bench_overhead``, the same
-  program: a Part I or Part II step 0.1-26.5 µs shorter than with per-leaf sums,
-  1.2-2.0 µs of ~52 at batch 128 (benchmarks/RESULTS.md §5 item 7, §6). On the CPU this layout is many times slower (a concatenate feeding a
+  program: a Part I or Part II step 0.1-26.5 µs shorter than with per-leaf
+  sums, 1.2-2.0 µs of ~52 at batch 128 (benchmarks/RESULTS.md §5 item 7, §6).
+  On the CPU this layout is many times slower (a concatenate feeding a
   reduction, §1); with several devices the concatenation of sharded leaves
   would gather them. The summation order is XLA's, so N and D differ from the
   per-leaf form's in their last bits.

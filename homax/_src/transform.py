@@ -137,7 +137,7 @@ def _check_average(params, average) -> None:
 _MATERIALIZE_MAX_SIZE = 1 << 20
 
 
-def _materialized(x, platforms=("cpu",)):
+def _materialized(x, everywhere: bool = False):
   """``x`` itself (same bits), computed once into memory when it is small.
 
   Performance only, on the CPU. XLA's CPU backend gives each output of the
@@ -149,8 +149,8 @@ def _materialized(x, platforms=("cpu",)):
   cache-sized, dearer (one more pass over memory) beyond, where it is left to
   be recomputed.
 
-  Only on ``platforms`` (default: the CPU; through
-  ``jax.lax.platform_dependent``). Elsewhere ``x`` is returned as is: XLA's
+  On the CPU only (through ``jax.lax.platform_dependent``), unless
+  ``everywhere``. Elsewhere ``x`` is returned as is: XLA's
   GPU backend fuses the shared input into one multi-output kernel by itself,
   and there the write-back added kernels to every step (benchmarks/RESULTS.md
   §6, the ``part1-materialize`` arm of ``bench_overhead``).
@@ -167,10 +167,9 @@ def _materialized(x, platforms=("cpu",)):
   spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
   if spec is not None and any(axis is not None for axis in spec):
     return x
-  if platforms is None:  # everywhere
+  if everywhere:
     return _write_back_corner(x)
-  branches = {platform: _write_back_corner for platform in platforms}
-  return jax.lax.platform_dependent(x, **branches, default=lambda y: y)
+  return jax.lax.platform_dependent(x, cpu=_write_back_corner, default=lambda y: y)
 
 
 def _write_back_corner(x):
