@@ -1,0 +1,139 @@
+"""bench_repeat: bench_overhead in fresh processes, and how often each target is met."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_repeat, common, summarize
+
+
+def _rows(config, batch, adam, part1, part2=None):
+  """bench_overhead rows of one config from per-repetition run times (s)."""
+  rows = []
+  for arm, times in (("adam", adam), ("part1", part1), ("part2", part2)):
+    if times is not None:
+      rows.append(dict(config=config, batch=batch, arm=arm, times_s=list(times),
+                       us_per_step=1e6 * common.median(times) / 200))
+  return rows
+
+
+def test_a_run_meets_a_target_only_if_both_statistics_do():
+  targets = summarize.OVERHEAD_TARGETS["cpu"]
+  runs = [
+      # b420: 1.05 / 1.05 -> met; Part II ÷ Part I 0.9 -> met.
+      {"rows": _rows("m b420", 420, [1.0, 1.0, 1.0], [1.05, 1.05, 1.05], [0.945] * 3)},
+      # ratio of the medians 1.2 (missed), paired median 1.1 (met) -> borderline;
+      # Part II = Part I: 1.0 / 1.0 -> met.
+      {"rows": _rows("m b420", 420, [1.0, 1.0, 2.0], [1.2, 1.1, 2.0], [1.2, 1.1, 2.0])},
+      # 1.2 / 1.2 -> missed; Part II slower than Part I -> missed.
+      {"rows": _rows("m b420", 420, [1.0] * 3, [1.2] * 3, [1.3] * 3)},
+  ]
+  (row,) = bench_repeat.summary(runs, targets)
+  assert row["config"] == "m b420" and row["runs"] == 3
+  p1 = row["part1_vs_adam"]
+  assert p1["target"] == 1.10 and p1["met_runs"] == 1 and p1["one_statistic_runs"] == 1
+  assert p1["per_run"][1] == pytest.approx([1.2, 1.1])
+  assert p1["min"] == pytest.approx([1.05, 1.05]) and p1["max"] == pytest.approx([1.2, 1.2])
+  assert p1["median"] == pytest.approx([1.2, 1.1])
+  p21 = row["part2_vs_part1"]
+  assert p21["target"] == 1.0 and p21["met_runs"] == 2 and p21["one_statistic_runs"] == 0
+  text = bench_repeat.table([row])
+  assert "≤ 1.10: 1 of 3 (+1 borderline)" in text and "≤ 1.00: 2 of 3" in text
+
+
+def test_a_config_without_a_target_is_counted_without_one():
+  (row,) = bench_repeat.summary(
+      [{"rows": _rows("deep b128", 128, [1.0], [1.3])}], {5: 2.5})
+  assert "target" not in row["part1_vs_adam"] and "part2_vs_part1" not in row
+  assert "(none)" in bench_repeat.table([row])
+
+
+def _fake_run(calls):
+  def run_once(child, pin=None, platform="auto", timeout=None):
+    calls.append((list(child), pin))
+    k = len(calls)
+    return {"settings": {"arms": ["adam", "part1", "part2"]},
+            "rows": _rows("mlp784-128-10 b420", 420, [1.0] * 3, [1.0 + 0.07 * k] * 3,
+                          [1.0] * 3)}
+  return run_once
+
+
+def test_every_run_is_a_new_bench_overhead_process_and_is_kept(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(bench_repeat, "run_once", _fake_run(calls))
+  monkeypatch.setattr(common, "OUT_DIRS", (tmp_path / "out", tmp_path / "results"))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  rec = bench_repeat.main(["--runs", "3", "--pin", "0", "--platform", "cpu", "--tag", "t",
+                           "--", "--configs", "b420", "--reps", "9"])
+  assert calls == [(["--configs", "b420", "--reps", "9"], "0")] * 3
+  assert [r["run"] for r in rec["runs"]] == [0, 1, 2]
+  (row,) = rec["summary"]
+  assert np.allclose(row["part1_vs_adam"]["per_run"], [[1.07] * 2, [1.14] * 2, [1.21] * 2])
+  assert row["part1_vs_adam"]["met_runs"] == 1  # 1.07 only
+  stored = json.loads((tmp_path / "results" / "repeat_cpu_t.json").read_text())
+  assert stored["partial"] is True and len(stored["runs"]) == 3
+  assert not list((tmp_path / "out").glob("*.progress.json"))
+
+
+@pytest.mark.parametrize("argv, partial", [
+    ([], False),
+    (["--runs", "12"], False),
+    (["--runs", "3"], True),
+    (["--", "--configs", "b420"], True),
+])
+def test_fewer_runs_or_other_arguments_make_a_campaign_partial(tmp_path, monkeypatch, argv,
+                                                                partial):
+  monkeypatch.setattr(bench_repeat, "run_once", _fake_run([]))
+  monkeypatch.setattr(common, "OUT_DIRS", (tmp_path / "out", tmp_path / "results"))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  bench_repeat.main(["--platform", "cpu", *argv])
+  kept = tmp_path / "results" / "repeat_cpu.json"
+  assert kept.exists() != partial
+  assert json.loads((tmp_path / "out" / "repeat_cpu.json").read_text())["partial"] is partial
+
+
+def test_a_campaign_cut_short_keeps_its_finished_runs(tmp_path, monkeypatch):
+  calls = []
+  fake = _fake_run(calls)
+
+  def run_once(*a, **k):
+    if len(calls) == 2:
+      raise RuntimeError("bench_overhead run failed")
+    return fake(*a, **k)
+
+  monkeypatch.setattr(bench_repeat, "run_once", run_once)
+  monkeypatch.setattr(common, "OUT_DIRS", (tmp_path / "out", tmp_path / "results"))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  with pytest.raises(RuntimeError, match="failed"):
+    bench_repeat.main(["--platform", "cpu"])
+  (kept,) = (tmp_path / "out").glob("repeat_cpu.*.progress.json")
+  rec = json.loads(kept.read_text())
+  assert rec["finished"] is False and len(rec["runs"]) == 2
+  assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("bad", ["--no-write", "--tag", "--platform"])
+def test_arguments_bench_repeat_sets_are_refused_after_the_separator(bad):
+  with pytest.raises(SystemExit):
+    bench_repeat.main(["--no-write", "--", bad, "x"])
+
+
+def test_runs_must_be_positive():
+  with pytest.raises(SystemExit):
+    bench_repeat.main(["--runs", "0", "--no-write"])
+
+
+def test_one_real_run_in_a_child_process():
+  """The child protocol end to end: a 2-step, 1-repetition bench_overhead of batch 5."""
+  rec = bench_repeat.run_once(["--configs", "b5", "--arms", "adam", "part1", "part2",
+                               "--steps", "2", "--reps", "1"], platform="cpu", timeout=300)
+  assert [(r["config"], r["arm"]) for r in rec["rows"]] == [
+      ("mlp784-128-10 b5", a) for a in ("adam", "part1", "part2")]
+  stats = bench_repeat.run_statistics(rec["rows"])
+  assert set(stats["mlp784-128-10 b5"]) == {"batch", "part1_vs_adam", "part2_vs_part1"}
+
+
+def test_a_failing_child_is_reported_with_its_command():
+  with pytest.raises(RuntimeError, match=r"bench_overhead run failed \(exit 2\).*--arms part3"):
+    bench_repeat.run_once(["--arms", "part3"], platform="cpu", timeout=300)
