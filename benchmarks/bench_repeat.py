@@ -122,8 +122,8 @@ def table(rows) -> str:
                   + (f" (+{stat['one_statistic_runs']} borderline)"
                      if stat["one_statistic_runs"] else ""))
 
-  out = ["| model, batch | runs | Part I ÷ Adam: median over runs (min–max) | met in |"
-         " Part II ÷ Part I | met in |", "|---|---|---|---|---|---|"]
+  out = ["| model, batch | runs | Part I ÷ Adam: median over runs (range of the first) | met in |"
+         " Part II ÷ Part I (likewise) | met in |", "|---|---|---|---|---|---|"]
   for r in rows:
     cells = []
     for key in ("part1_vs_adam", "part2_vs_part1"):

@@ -224,17 +224,29 @@ def seeds(rec):
   return "\n".join(out)
 
 
+def repeat(rec):
+  """``bench_repeat``'s table: per config, in how many runs each target was met."""
+  from benchmarks import bench_repeat
+  return (machine_line(rec) + "\n\nEach run: `python -m benchmarks.bench_overhead "
+          + " ".join(rec["settings"]["overhead_args"]) + "`"
+          + (f" pinned with `taskset -c {rec['settings']['pin']}`" if rec["settings"]["pin"]
+             is not None else "") + ". Ratios: of the medians / paired.\n\n"
+          + bench_repeat.table(rec["summary"]))
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--platform", default="cpu")
   p.add_argument("--tag", default="", help="the --tag the results were written with")
-  p.add_argument("--only", nargs="*", default=None, help="overhead, torch, memory, seeds")
+  p.add_argument("--only", nargs="*", default=None,
+                 help="overhead, torch, memory, seeds, repeat (the last only when named)")
   args = p.parse_args(argv)
   for name, fn, title in (("overhead", overhead, "Overhead vs Adam"),
                           ("torch", torch_table, "Against the published code"),
                           ("memory", memory, "Against the memory limit"),
-                          ("seeds", seeds, "Seeds in parallel")):
-    if args.only and name not in args.only:
+                          ("seeds", seeds, "Seeds in parallel"),
+                          ("repeat", repeat, "How often the overhead targets are met")):
+    if (args.only and name not in args.only) or (name == "repeat" and not args.only):
       continue
     rec = load(name, args.platform, args.tag)
     print(f"### {title}\n")

@@ -156,3 +156,23 @@ def test_seeds_targets():
 def test_summarize_knows_the_overhead_benchmarks_default_arms():
   from benchmarks import bench_overhead
   assert set(summarize.DEFAULT_ARMS) == set(bench_overhead.ARMS)
+
+
+def test_repeat_is_printed_only_when_named(tmp_path, monkeypatch, capsys):
+  """``--only repeat`` prints bench_repeat's table from its record; a plain run skips it."""
+  import json
+  from benchmarks import bench_repeat, common
+  runs = [{"rows": _overhead_rows("mlp b420", 420, 1.05, 1.05)},
+          {"rows": _overhead_rows("mlp b420", 420, 1.2, 1.2)}]
+  rec = {"benchmark": "repeat", "machine": _machine("cpu"),
+         "settings": {"overhead_args": ["--configs", "b420"], "pin": "0", "runs": 2},
+         "runs": runs, "summary": bench_repeat.summary(runs, summarize.OVERHEAD_TARGETS["cpu"])}
+  (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+  (tmp_path / "benchmarks" / "results" / "repeat_cpu.json").write_text(json.dumps(rec))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  summarize.main(["--only", "repeat"])
+  out = capsys.readouterr().out
+  assert "`python -m benchmarks.bench_overhead --configs b420` pinned with `taskset -c 0`" in out
+  assert "≤ 1.10: 1 of 2" in _line(out, "| mlp b420 |")
+  summarize.main([])
+  assert "How often" not in capsys.readouterr().out
