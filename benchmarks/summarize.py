@@ -225,13 +225,20 @@ def seeds(rec):
 
 
 def repeat(rec):
-  """``bench_repeat``'s table: per config, in how many runs each target was met."""
+  """``bench_repeat``'s table: per config or problem, in how many runs each target was met.
+
+  Computed from the stored runs' rows (records before the seeds option name their
+  arguments ``overhead_args``)."""
   from benchmarks import bench_repeat
-  return (machine_line(rec) + "\n\nEach run: `python -m benchmarks.bench_overhead "
-          + " ".join(rec["settings"]["overhead_args"]) + "`"
-          + (f" pinned with `taskset -c {rec['settings']['pin']}`" if rec["settings"]["pin"]
-             is not None else "") + ". Ratios: of the medians / paired.\n\n"
-          + bench_repeat.table(rec["summary"]))
+  st = rec["settings"]
+  bench = st.get("bench", "overhead")
+  args = st.get("bench_args", st.get("overhead_args"))
+  platform = rec["machine"]["jax_device"]["platform"]
+  return (machine_line(rec) + f"\n\nEach run: `python -m benchmarks.bench_{bench} "
+          + " ".join(args) + "`"
+          + (f" pinned with `taskset -c {st['pin']}`" if st["pin"] is not None else "")
+          + ". Ratios: of the medians / paired.\n\n"
+          + bench_repeat.table(bench_repeat.summary(rec["runs"], bench, platform)))
 
 
 def main(argv=None):
@@ -239,14 +246,16 @@ def main(argv=None):
   p.add_argument("--platform", default="cpu")
   p.add_argument("--tag", default="", help="the --tag the results were written with")
   p.add_argument("--only", nargs="*", default=None,
-                 help="overhead, torch, memory, seeds, repeat (the last only when named)")
+                 help="overhead, torch, memory, seeds, repeat, repeat_seeds (the last two only"
+                      " when named)")
   args = p.parse_args(argv)
   for name, fn, title in (("overhead", overhead, "Overhead vs Adam"),
                           ("torch", torch_table, "Against the published code"),
                           ("memory", memory, "Against the memory limit"),
                           ("seeds", seeds, "Seeds in parallel"),
-                          ("repeat", repeat, "How often the overhead targets are met")):
-    if (args.only and name not in args.only) or (name == "repeat" and not args.only):
+                          ("repeat", repeat, "How often the overhead targets are met"),
+                          ("repeat_seeds", repeat, "How often the seeds targets are met")):
+    if (args.only and name not in args.only) or (name.startswith("repeat") and not args.only):
       continue
     rec = load(name, args.platform, args.tag)
     print(f"### {title}\n")

@@ -19,7 +19,6 @@ def _rows(config, batch, adam, part1, part2=None):
 
 
 def test_a_run_meets_a_target_only_if_both_statistics_do():
-  targets = summarize.OVERHEAD_TARGETS["cpu"]
   runs = [
       # b420: 1.05 / 1.05 -> met; Part II ÷ Part I 0.9 -> met.
       {"rows": _rows("m b420", 420, [1.0, 1.0, 1.0], [1.05, 1.05, 1.05], [0.945] * 3)},
@@ -29,8 +28,8 @@ def test_a_run_meets_a_target_only_if_both_statistics_do():
       # 1.2 / 1.2 -> missed; Part II slower than Part I -> missed.
       {"rows": _rows("m b420", 420, [1.0] * 3, [1.2] * 3, [1.3] * 3)},
   ]
-  (row,) = bench_repeat.summary(runs, targets)
-  assert row["config"] == "m b420" and row["runs"] == 3
+  (row,) = bench_repeat.summary(runs)
+  assert row["unit"] == "m b420" and row["runs"] == 3
   p1 = row["part1_vs_adam"]
   assert p1["target"] == 1.10 and p1["met_runs"] == 1 and p1["one_statistic_runs"] == 1
   assert p1["per_run"][1] == pytest.approx([1.2, 1.1])
@@ -42,15 +41,43 @@ def test_a_run_meets_a_target_only_if_both_statistics_do():
   assert "≤ 1.10: 1 of 3 (+1 borderline)" in text and "≤ 1.00: 2 of 3" in text
 
 
-def test_a_config_without_a_target_is_counted_without_one():
-  (row,) = bench_repeat.summary(
-      [{"rows": _rows("deep b128", 128, [1.0], [1.3])}], {5: 2.5})
-  assert "target" not in row["part1_vs_adam"] and "part2_vs_part1" not in row
-  assert "(none)" in bench_repeat.table([row])
+def test_the_targets_are_the_issues_by_platform_and_batch():
+  runs = [{"rows": _rows("mlp784-128-10 b128", 128, [1.0], [1.3])
+           + _rows("mlp784-1024-1024-10 b128", 128, [1.0], [1.3])
+           + _rows("mlp784-128-10 b5", 5, [1.0], [2.0])}]
+  cpu = {r["unit"]: r["part1_vs_adam"] for r in bench_repeat.summary(runs)}
+  assert cpu["mlp784-128-10 b128"]["target"] == summarize.OVERHEAD_TARGETS["cpu"][128] == 1.35
+  assert cpu["mlp784-128-10 b5"]["target"] == 2.5
+  assert "target" not in cpu["mlp784-1024-1024-10 b128"]  # the deep MLP has none
+  gpu = {r["unit"]: r["part1_vs_adam"] for r in bench_repeat.summary(runs, platform="gpu")}
+  assert gpu["mlp784-128-10 b128"]["target"] == 1.2 and "target" not in gpu["mlp784-128-10 b5"]
+  row = [r for r in bench_repeat.summary(runs) if r["unit"].startswith("mlp784-1024")]
+  assert "(none)" in bench_repeat.table(row)
+
+
+def _seeds_rows(iris, mnist):
+  """bench_seeds rows: (ratio of the medians, paired) for Iris and the b42 MNIST MLP."""
+  return [dict(problem="iris mlp4-10-3", ratio=iris[0], paired_ratio=iris[1]),
+          dict(problem="mnist mlp784-128-10 b42", ratio=mnist[0], paired_ratio=mnist[1]),
+          dict(problem="mnist mlp784-128-10 b5", ratio=0.5, paired_ratio=0.5)]
+
+
+def test_seeds_targets_are_lower_bounds():
+  runs = [{"rows": _seeds_rows((10.2, 10.4), (0.6, 0.7))},
+          {"rows": _seeds_rows((9.5, 10.1), (1.6, 1.5))},
+          {"rows": _seeds_rows((8.0, 8.2), (0.7, 0.7))}]
+  rows = {r["unit"]: r["vmap_vs_sequential"] for r in bench_repeat.summary(runs, "seeds")}
+  iris, b42, b5 = (rows[k] for k in ("iris mlp4-10-3", "mnist mlp784-128-10 b42",
+                                     "mnist mlp784-128-10 b5"))
+  assert (iris["target"], iris["met_runs"], iris["one_statistic_runs"]) == (10.0, 1, 1)
+  assert (b42["target"], b42["met_runs"], b42["one_statistic_runs"]) == (1.5, 1, 0)
+  assert "target" not in b5
+  text = bench_repeat.table(bench_repeat.summary(runs, "seeds"))
+  assert "≥ 10.00: 1 of 3 (+1 borderline)" in text and "| problem | runs |" in text
 
 
 def _fake_run(calls):
-  def run_once(child, pin=None, platform="auto", timeout=None):
+  def run_once(child, pin=None, platform="auto", timeout=None, bench="overhead"):
     calls.append((list(child), pin))
     k = len(calls)
     return {"settings": {"arms": ["adam", "part1", "part2"]},
@@ -131,9 +158,36 @@ def test_one_real_run_in_a_child_process():
   assert [(r["config"], r["arm"]) for r in rec["rows"]] == [
       ("mlp784-128-10 b5", a) for a in ("adam", "part1", "part2")]
   stats = bench_repeat.run_statistics(rec["rows"])
-  assert set(stats["mlp784-128-10 b5"]) == {"batch", "part1_vs_adam", "part2_vs_part1"}
+  assert set(stats["mlp784-128-10 b5"]) == {"part1_vs_adam", "part2_vs_part1"}
 
 
 def test_a_failing_child_is_reported_with_its_command():
   with pytest.raises(RuntimeError, match=r"bench_overhead run failed \(exit 2\).*--arms part3"):
     bench_repeat.run_once(["--arms", "part3"], platform="cpu", timeout=300)
+
+
+def test_a_seeds_campaign_repeats_bench_seeds_on_iris(tmp_path, monkeypatch):
+  calls = []
+
+  def run_once(child, pin=None, platform="auto", timeout=None, bench="overhead"):
+    calls.append((list(child), bench))
+    return {"settings": {}, "rows": _seeds_rows((9.0, 9.5), (0.6, 0.6))[:1]}
+
+  monkeypatch.setattr(bench_repeat, "run_once", run_once)
+  monkeypatch.setattr(common, "OUT_DIRS", (tmp_path / "out", tmp_path / "results"))
+  monkeypatch.setattr(common, "ROOT", tmp_path)
+  rec = bench_repeat.main(["--bench", "seeds", "--platform", "cpu"])
+  assert calls == [(["--problems", "iris"], "seeds")] * bench_repeat.RUNS
+  assert rec["settings"]["bench"] == "seeds" and rec["settings"]["bench_args"] == calls[0][0]
+  stored = json.loads((tmp_path / "results" / "repeat_seeds_cpu.json").read_text())
+  assert stored["partial"] is False
+  (row,) = stored["summary"]
+  assert row["vmap_vs_sequential"]["met_runs"] == 0
+
+
+def test_a_seeds_child_runs_bench_seeds():
+  """The seeds child imports and runs bench_seeds (here its --help: it exits without a
+  record, which is reported as a failed run with the command)."""
+  with pytest.raises(RuntimeError, match=r"bench_seeds run failed \(exit 0\): "
+                                         r"python -m benchmarks.bench_seeds --help"):
+    bench_repeat.run_once(["--help"], platform="cpu", timeout=300, bench="seeds")
