@@ -58,7 +58,7 @@ SEEDS_TARGETS = {"iris": 10.0, "b42": 1.5}
 STATISTICS = {
     "part1_vs_adam": ("Part I ÷ Adam", True),
     "part2_vs_part1": ("Part II ÷ Part I", True),
-    "vmap_vs_sequential": ("32 vmapped ÷ one after another", False),
+    "vmap_vs_sequential": ("throughput, 32 vmapped ÷ one after another", False),
 }
 _MARK = "@@bench_repeat record "
 
