@@ -52,8 +52,7 @@ DEFAULT_ARGS = {
     "seeds": ("--problems", "iris"),
 }
 OVERHEAD_ARGS = DEFAULT_ARGS["overhead"]
-# Targets of bench_seeds' problems (the issue's, on the CPU): vmapped ÷ sequential, at least.
-SEEDS_TARGETS = {"iris": 10.0, "b42": 1.5}
+SEEDS_TARGETS = summarize.SEEDS_TARGETS
 # What each statistic is, for the table: (label, the target is an upper bound).
 STATISTICS = {
     "part1_vs_adam": ("Part I ÷ Adam", True),
@@ -71,20 +70,28 @@ def _child(bench: str) -> str:
           f"print({_MARK!r} + json.dumps(common._jsonable(rec)), flush=True)\n")
 
 
-def run_once(bench_args, pin=None, platform="auto", timeout=None, bench="overhead") -> dict:
-  """One run of ``bench_<bench>`` in a new process: its record (settings and rows)."""
+def run_once(bench_args, pin=None, platform="auto", timeout=None, bench="overhead",
+             env=None) -> dict:
+  """One run of ``bench_<bench>`` in a new process: its record (settings and rows).
+
+  ``env``: the child's environment (default: this process's).
+  """
   child = _child(bench)
   cmd = [sys.executable, "-c", child, *bench_args, "--no-write", "--platform", platform]
   if pin is not None:
     cmd = ["taskset", "-c", pin, *cmd]
-  proc = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                            p for p in (str(common.ROOT), os.environ.get("PYTHONPATH")) if p)})
+  shown = " ".join([f"python -m benchmarks.bench_{bench}", *cmd[cmd.index(child) + 1:]])
+  if pin is not None:
+    shown = f"taskset -c {pin} {shown}"
+  env = dict(os.environ if env is None else env)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (str(common.ROOT), env.get("PYTHONPATH")) if p)
+  try:
+    proc = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+  except subprocess.TimeoutExpired as e:
+    raise RuntimeError(f"bench_{bench} run exceeded --timeout {timeout:g} s: {shown}") from e
   lines = [l for l in proc.stdout.splitlines() if l.startswith(_MARK)]
   if proc.returncode != 0 or not lines:
-    shown = " ".join([f"python -m benchmarks.bench_{bench}", *cmd[cmd.index(child) + 1:]])
-    if pin is not None:
-      shown = f"taskset -c {pin} {shown}"
     raise RuntimeError(f"bench_{bench} run failed (exit {proc.returncode}): {shown}\n"
                        f"{proc.stderr[-2000:]}")
   return json.loads(lines[-1][len(_MARK):])
@@ -96,8 +103,7 @@ def run_statistics(rows, bench="overhead", platform="cpu") -> dict[str, dict]:
   out = {}
   if bench == "seeds":
     for r in rows:
-      target = next((t for k, t in SEEDS_TARGETS.items()
-                     if r["problem"].startswith(k) or r["problem"].endswith(k)), None)
+      target = summarize.seeds_target(r["problem"])
       out[r["problem"]] = {"vmap_vs_sequential": {
           "values": (r["ratio"], r.get("paired_ratio", r["ratio"])), "target": target}}
     return out
@@ -194,6 +200,10 @@ def main(argv=None):
               " after --")
   if args.quick and "--quick" not in child:
     child.append("--quick")
+  # This process only names the platform; on a GPU it must not take the memory its runs
+  # need (jax preallocates 75 % by default). The runs get the environment as it was.
+  child_env = dict(os.environ)
+  os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
   common.setup_platform(args)
   info = common.machine_info()
   platform = common.jax_device()["platform"]
@@ -210,7 +220,7 @@ def main(argv=None):
   for i in range(args.runs):
     load = [round(x, 2) for x in os.getloadavg()]
     rec = run_once(child, args.pin, args.platform if args.platform != "auto" else platform,
-                   args.timeout, bench=args.bench)
+                   args.timeout, bench=args.bench, env=child_env)
     runs.append(dict(run=i, load_average_before=load, rows=rec["rows"],
                      settings=rec["settings"]))
     stats = run_statistics(rec["rows"], args.bench, platform)

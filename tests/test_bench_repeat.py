@@ -76,9 +76,17 @@ def test_seeds_targets_are_lower_bounds():
   assert "≥ 10.00: 1 of 3 (+1 borderline)" in text and "| problem | runs |" in text
 
 
-def _fake_run(calls):
-  def run_once(child, pin=None, platform="auto", timeout=None, bench="overhead"):
+@pytest.fixture(autouse=True)
+def _restore_preallocate(monkeypatch):
+  """main sets XLA_PYTHON_CLIENT_PREALLOCATE in its own process; restored after each test."""
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+
+
+def _fake_run(calls, envs=None):
+  def run_once(child, pin=None, platform="auto", timeout=None, bench="overhead", env=None):
     calls.append((list(child), pin))
+    if envs is not None:
+      envs.append(env)
     k = len(calls)
     return {"settings": {"arms": ["adam", "part1", "part2"]},
             "rows": _rows("mlp784-128-10 b420", 420, [1.0] * 3, [1.0 + 0.07 * k] * 3,
@@ -169,7 +177,7 @@ def test_a_failing_child_is_reported_with_its_command():
 def test_a_seeds_campaign_repeats_bench_seeds_on_iris(tmp_path, monkeypatch):
   calls = []
 
-  def run_once(child, pin=None, platform="auto", timeout=None, bench="overhead"):
+  def run_once(child, pin=None, platform="auto", timeout=None, bench="overhead", env=None):
     calls.append((list(child), bench))
     return {"settings": {}, "rows": _seeds_rows((9.0, 9.5), (0.6, 0.6))[:1]}
 
@@ -191,3 +199,24 @@ def test_a_seeds_child_runs_bench_seeds():
   with pytest.raises(RuntimeError, match=r"bench_seeds run failed \(exit 0\): "
                                          r"python -m benchmarks.bench_seeds --help"):
     bench_repeat.run_once(["--help"], platform="cpu", timeout=300, bench="seeds")
+
+
+def test_the_runs_get_the_environment_as_it_was(tmp_path, monkeypatch):
+  """The parent turns off jax's GPU preallocation for itself only: its runs (the measured
+  processes) see the caller's environment unchanged."""
+  import os
+  calls, envs = [], []
+  monkeypatch.setattr(bench_repeat, "run_once", _fake_run(calls, envs))
+  monkeypatch.setattr(common, "OUT_DIRS", (tmp_path / "out", tmp_path / "results"))
+  monkeypatch.setenv("HOMAX_BENCH_MARKER", "1")
+  bench_repeat.main(["--runs", "2", "--platform", "cpu", "--no-write"])
+  assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+  assert len(envs) == 2
+  for env in envs:
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in env and env["HOMAX_BENCH_MARKER"] == "1"
+
+
+def test_a_run_past_its_timeout_is_reported_with_its_command():
+  with pytest.raises(RuntimeError, match=r"exceeded --timeout 0.2 s: taskset -c 0 "
+                                         r"python -m benchmarks.bench_overhead --configs b5"):
+    bench_repeat.run_once(["--configs", "b5"], pin="0", platform="cpu", timeout=0.2)
