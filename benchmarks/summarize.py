@@ -238,8 +238,9 @@ def seeds(rec):
 def repeat(rec):
   """``bench_repeat``'s table: per config or problem, in how many runs each target was met.
 
-  Computed from the stored runs' rows (records before the seeds option name their
-  arguments ``overhead_args``)."""
+  Computed from the stored runs' rows, so that records written before the seeds option
+  (arguments under ``overhead_args``, their stored ``summary`` in an earlier layout) read
+  the same way."""
   from benchmarks import bench_repeat
   st = rec["settings"]
   bench = st.get("bench", "overhead")
