@@ -1,10 +1,22 @@
 """Fixtures and helpers shared by the test modules."""
 
+import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
+
+# Property tests draw the same examples on every run ("derandomize": seeded by
+# each test's source), so the suite's verdict depends only on the code and the
+# installed versions, on a developer's machine and in CI alike. To explore new
+# examples: python -m pytest tests --hypothesis-profile=explore (add
+# --hypothesis-seed=N to replay a run). The test modules' settings objects are
+# made at their import, after this and after pytest's --hypothesis-profile, and
+# inherit the profile.
+hypothesis.settings.register_profile("deterministic", derandomize=True)
+hypothesis.settings.register_profile("explore", derandomize=False)
+hypothesis.settings.load_profile("deterministic")
 
 
 @pytest.fixture
