@@ -373,9 +373,24 @@ def test_integer_or_boolean_leaves(dtype):
   tx = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
   with pytest.raises(TypeError, match=re.escape("params['steps']") + ".*" + jnp.dtype(dtype).name):
     tx.init(params)
-  # The documented way out works: mask the non-float leaves.
-  masked = optax.masked(homax.homogeneity(1e-2), {"w": True, "b": True, "steps": False})
-  masked.init(params)
+  # The documented way out works: mask the non-float leaves. The masked leaf's
+  # update passes through unchanged, and the float leaves get the update of a
+  # model without it (N and D over the unmasked leaves only), step after step.
+  mask = {"w": True, "b": True, "steps": False}
+  masked = optax.masked(optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2)), mask)
+  plain = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+  masked_state, plain_state = masked.init(params), plain.init(params_tree())
+  floats = params_tree()
+  for _ in range(3):
+    grads = {**grads_tree(), "steps": jnp.ones((3,), dtype)}
+    updates, masked_state = jax.jit(masked.update)(grads, masked_state, params)
+    expected, plain_state = jax.jit(plain.update)(grads_tree(), plain_state, floats)
+    assert updates["steps"].dtype == jnp.dtype(dtype)
+    np.testing.assert_array_equal(updates["steps"], grads["steps"])
+    chex.assert_trees_all_close({"w": updates["w"], "b": updates["b"]}, expected, rtol=1e-6)
+    floats = optax.apply_updates(floats, expected)
+    params = {**floats, "steps": params["steps"]}
+  assert int(homax.metrics(masked_state)["count"]) == 3
 
 
 # ---------------------------------------------------------------------------
