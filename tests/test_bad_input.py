@@ -379,12 +379,13 @@ def test_integer_or_boolean_leaves(dtype):
   mask = {"w": True, "b": True, "steps": False}
   masked = optax.masked(optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2)), mask)
   plain = optax.chain(optax.adam(1e-2), homax.homogeneity(1e-2))
+  masked_update, plain_update = jax.jit(masked.update), jax.jit(plain.update)
   masked_state, plain_state = masked.init(params), plain.init(params_tree())
   floats = params_tree()
+  grads = {**grads_tree(), "steps": jnp.ones((3,), dtype)}
   for _ in range(3):
-    grads = {**grads_tree(), "steps": jnp.ones((3,), dtype)}
-    updates, masked_state = jax.jit(masked.update)(grads, masked_state, params)
-    expected, plain_state = jax.jit(plain.update)(grads_tree(), plain_state, floats)
+    updates, masked_state = masked_update(grads, masked_state, params)
+    expected, plain_state = plain_update(grads_tree(), plain_state, floats)
     assert updates["steps"].dtype == jnp.dtype(dtype)
     np.testing.assert_array_equal(updates["steps"], grads["steps"])
     chex.assert_trees_all_close({"w": updates["w"], "b": updates["b"]}, expected, rtol=1e-6)
