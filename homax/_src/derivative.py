@@ -159,8 +159,7 @@ def _concatenated_sums(ps, avs) -> tuple[Array, Array]:
   """
   p = jnp.concatenate([jnp.ravel(x) for x in ps])
   a = jnp.concatenate([jnp.ravel(x) for x in avs])
-  both = jnp.sum(jnp.stack([jnp.abs(p - a), jnp.abs(p) + jnp.abs(a)]), axis=1)
-  return both[0], both[1]
+  return _stacked_sums(p, a)
 
 
 # Leaves up to this many elements (1 MiB in float32) have their two sums'
