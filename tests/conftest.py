@@ -56,3 +56,15 @@ def assert_trees_identical(a, b):
     np.testing.assert_array_equal(x, y)  # a readable message where values differ
     # Bits, too: assert_array_equal calls -0.0 equal to 0.0 and NaN equal to NaN.
     assert x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
+def assert_refused(main, argv, capsys, message):
+  """``main(argv)`` exits as argparse refuses an argument (code 2), saying ``message``.
+
+  The message is checked so that a refusal for another reason (a renamed or
+  removed option is "unrecognized" too) does not pass for this one.
+  """
+  with pytest.raises(SystemExit) as exit_info:
+    main(argv)
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import assert_refused
 from benchmarks import bench_memory
 
 
@@ -16,6 +17,23 @@ def test_blocked_prototype_matches_homax(monkeypatch, size_in_blocks):
   """
   monkeypatch.setattr(bench_memory, "BLOCK", 256)
   assert bench_memory.blocked_check(int(256 * size_in_blocks)) < 1e-5
+
+
+def test_blocked_check_fails_a_prototype_that_returns_nan_or_drops_a_leaf(monkeypatch):
+  """The check above can fail: a NaN output is reported as NaN, not dropped,
+  and a missing output array is an error, not a shorter comparison."""
+  import jax
+  import jax.numpy as jnp
+  original = bench_memory.part1_blocked
+  monkeypatch.setattr(bench_memory, "BLOCK", 256)
+  monkeypatch.setattr(bench_memory, "part1_blocked", lambda u, s, p: jax.tree.map(
+      lambda x: jnp.full_like(x, jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      original(u, s, p)))
+  error = bench_memory.blocked_check(512)
+  assert error != error  # NaN
+  monkeypatch.setattr(bench_memory, "part1_blocked", lambda u, s, p: original(u, s, p)[:1])
+  with pytest.raises(ValueError):
+    bench_memory.blocked_check(512)
 
 
 def test_sums_forms_compiles_each_form_and_restores_the_threshold(monkeypatch):
@@ -47,12 +65,13 @@ def test_a_timing_of_k_calls_runs_k_steps_on_the_device_and_returns_seconds_per_
   assert float(timer.box[0][0]) == 9.0
 
 
-def test_calls_must_be_positive_and_not_with_sums_forms():
-  with pytest.raises(SystemExit):
-    bench_memory.main(["--calls", "0", "--sizes", "1e3", "--reps", "1", "--no-write",
-                       "--platform", "cpu"])
-  with pytest.raises(SystemExit):
-    bench_memory.main(["--calls", "2", "--sums-forms", "--no-write", "--platform", "cpu"])
+def test_calls_must_be_positive_and_not_with_sums_forms(capsys):
+  assert_refused(bench_memory.main, ["--calls", "0", "--sizes", "1e3", "--reps", "1",
+                                     "--no-write", "--platform", "cpu"], capsys,
+                 "--calls must be at least 1, got 0")
+  assert_refused(bench_memory.main,
+                 ["--calls", "2", "--sums-forms", "--no-write", "--platform", "cpu"], capsys,
+                 "--calls does not apply to --sums-forms")
 
 
 def _fake_size(calls_seen):
@@ -105,6 +124,7 @@ def test_sums_forms_is_partial_with_other_sizes(bench_dirs, monkeypatch, argv, p
   assert (results / "memory_sums_cpu.json").exists() is not partial
 
 
-def test_leaves_does_not_apply_to_sums_forms():
-  with pytest.raises(SystemExit):
-    bench_memory.main(["--leaves", "4", "--sums-forms", "--no-write", "--platform", "cpu"])
+def test_leaves_does_not_apply_to_sums_forms(capsys):
+  assert_refused(bench_memory.main,
+                 ["--leaves", "4", "--sums-forms", "--no-write", "--platform", "cpu"], capsys,
+                 "--leaves does not apply to --sums-forms")

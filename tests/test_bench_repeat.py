@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import assert_refused
 from benchmarks import bench_repeat, common, summarize
 
 
@@ -149,14 +150,14 @@ def test_a_campaign_cut_short_keeps_its_finished_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bad", ["--no-write", "--tag", "--platform"])
-def test_arguments_bench_repeat_sets_are_refused_after_the_separator(bad):
-  with pytest.raises(SystemExit):
-    bench_repeat.main(["--no-write", "--", bad, "x"])
+def test_arguments_bench_repeat_sets_are_refused_after_the_separator(bad, capsys):
+  assert_refused(bench_repeat.main, ["--no-write", "--", bad, "x"], capsys,
+                 f"{bad} is set by bench_repeat itself")
 
 
-def test_runs_must_be_positive():
-  with pytest.raises(SystemExit):
-    bench_repeat.main(["--runs", "0", "--no-write"])
+def test_runs_must_be_positive(capsys):
+  assert_refused(bench_repeat.main, ["--runs", "0", "--no-write"], capsys,
+                 "--runs must be at least 1, got 0")
 
 
 def test_one_real_run_in_a_child_process():

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_refused
 from benchmarks import bench_seeds
 
 
@@ -39,9 +40,10 @@ def test_shape_bytes_reads_dtypes_and_tuples():
   assert bench_seeds._shape_bytes("(f32[3]{0}, s32[], pred[8]{0}, bf16[2,2]{1,0})") == 12 + 4 + 8 + 8
 
 
-def test_groups_must_divide_the_seeds():
-  with pytest.raises(SystemExit):
-    bench_seeds.main(["--quick", "--no-write", "--problems", "iris", "--groups", "3"])
+def test_groups_must_divide_the_seeds(capsys):
+  assert_refused(bench_seeds.main,
+                 ["--quick", "--no-write", "--problems", "iris", "--groups", "3"], capsys,
+                 "--groups: [3] do not divide 32")
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_repeat_is_printed_only_when_named(tmp_path, monkeypatch, capsys):
           {"rows": _overhead_rows("mlp b420", 420, 1.2, 1.2)}]
   rec = {"benchmark": "repeat", "machine": _machine("cpu"),
          "settings": {"overhead_args": ["--configs", "b420"], "pin": "0", "runs": 2},
-         "runs": runs, "summary": bench_repeat.summary(runs, summarize.OVERHEAD_TARGETS["cpu"])}
+         "runs": runs, "summary": bench_repeat.summary(runs)}
   (tmp_path / "benchmarks" / "results").mkdir(parents=True)
   (tmp_path / "benchmarks" / "results" / "repeat_cpu.json").write_text(json.dumps(rec))
   monkeypatch.setattr(common, "ROOT", tmp_path)

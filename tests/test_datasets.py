@@ -129,11 +129,15 @@ def test_tabular_split_ignores_seed_but_follows_random_state():
   assert not np.array_equal(a.y_train, c.y_train)
 
 
+# Class counts of the whole dataset, over the three splits: scikit-learn's digits
+# (1,797 images, about 180 per class, as its description says) and breast cancer
+# (212 malignant, 357 benign, likewise); palmerpenguins' 344 penguins (152
+# Adelie, 68 Chinstrap, 124 Gentoo).
 @pytest.mark.parametrize("name, expected_sizes, features, class_counts", [
     ("digits", (1077, 360, 360), 64,
      [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]),
     ("breast_cancer", (341, 114, 114), 30, [212, 357]),
-    # 344 penguins less the 2 with no measurements; Adelie, Chinstrap, Gentoo.
+    # Less the 2 penguins with no measurements (one Adelie, one Gentoo).
     ("penguins", (204, 69, 69), 4, [151, 68, 123]),
 ])
 def test_tabular_shapes_and_classes(name, expected_sizes, features, class_counts):

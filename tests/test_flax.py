@@ -81,3 +81,5 @@ def test_nnx_mlp_on_iris():
   average = homax.find_state(optimizer.opt_state).running_average
   params = nnx.state(model, nnx.Param)
   assert len(jax.tree.leaves(average)) == len(jax.tree.leaves(params))
+  for a, p in zip(jax.tree.leaves(average), jax.tree.leaves(params), strict=True):
+    assert a.shape == p.shape and a.dtype == p.dtype

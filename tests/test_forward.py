@@ -153,6 +153,10 @@ def test_nested_pytrees_jit_and_vmap():
   stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
   _, g_p = jax.vmap(lambda p: homax.forward_gradient(loss, p, key, x))(stacked)
   assert jax.tree.structure(g_p) == jax.tree.structure(params)
+  for i in range(2):
+    _, g_i = homax.forward_gradient(loss, jax.tree.map(lambda a: a[i], stacked), key, x)
+    for a, b in zip(jax.tree.leaves(g_p), jax.tree.leaves(g_i), strict=True):
+      np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])

@@ -441,6 +441,11 @@ AVERAGE = jnp.array([1.0, -1.0, -0.5, 0.5, 3.0])
 GRADS = jnp.array([0.5, -1.0, 0.25, 2.0, -0.5])
 
 
+# The "by hand" tests below rebuild the transformation's update from its parts:
+# the base optimizer, homax.homogeneity_derivative, the step optimizer, λ and
+# the history. They check the wiring (η_h and η_h², signs, order, state); the
+# derivative itself is checked against an independent NumPy model of Table 1
+# and of calculus in test_derivative.py.
 @pytest.mark.parametrize("rule", homax.RULES)
 @pytest.mark.parametrize("direction,sign", [("descend", 1.0), ("ascend", -1.0)])
 def test_one_sgd_step_by_hand(rule, direction, sign):
