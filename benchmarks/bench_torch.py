@@ -11,7 +11,12 @@ per-step monitoring (``loss.item()`` etc., ``bookkeeping=True``) and without it.
 torch runs on the CPU with its default number of threads (on CUDA when jax
 runs on a GPU and torch has CUDA), in a process of its own
 (``benchmarks/torch_worker.py``) so that jax's threads and torch's do not
-compete inside one process; the runs of both are still interleaved.
+compete inside one process; the runs of both are still interleaved. Each
+homax arm runs right after a torch run (``ORDER``): a jax run that follows a
+torch run is slower than one that follows a jax run, so an order in which
+homax's Adam arm followed torch more often than its homogeneity arm would
+shrink homax's homogeneity part (found in session 13; the order rotated all
+six arms before).
 
 homax runs the same model, batch sizes and synthetic data (standard-normal
 inputs, uniform labels, a pool of 16 batches cycled through) as one jitted
@@ -47,6 +52,10 @@ from benchmarks import common
 BATCHES = (5, 128, 420)
 LR, LR_H = bench_overhead.LR, bench_overhead.LR_H
 PAUSE_S = 0.05
+# The arms' order within a repetition: groups rotate from one repetition to the
+# next, and each homax arm runs right after the torch arm of its group.
+ORDER = (("torch adam", "homax adam"), ("torch homog", "homax homog"),
+         ("torch adam (no monitor)",), ("torch homog (no monitor)",))
 
 
 class TorchWorker:
@@ -120,7 +129,7 @@ def bench_batch(worker, batch, steps, reps):
   for name, fn in timers.items():  # warm-up (torch allocator, jit already compiled)
     if name.startswith("torch"):
       fn()
-  times = common.interleaved(timers, reps)
+  times = common.interleaved(timers, reps, groups=ORDER)
   t = {k: common.median(v) / steps for k, v in times.items()}
   row = dict(batch=batch, steps=steps, reps=reps,
              **{k.replace(" ", "_").replace("(", "").replace(")", "") + "_us": 1e6 * v

@@ -272,18 +272,28 @@ def header(title: str, info: dict[str, Any]) -> str:
           f"command: {info['command']}")
 
 
-def interleaved(arms: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+def interleaved(arms: dict[str, Callable[[], float]], reps: int,
+                groups: Sequence[Sequence[str]] | None = None) -> dict[str, list[float]]:
   """Calls every arm once per repetition, in rotating order; returns their times.
 
   Each callable runs its measured work and returns its duration in seconds.
   Rotating the order spreads slow spells of a shared machine over all arms.
+  With ``groups`` (every arm in exactly one), the groups rotate and the arms
+  of a group run one after another in their given order, so an arm always
+  runs right after the one before it in its group.
   """
   names = list(arms)
+  if groups is None:
+    groups = [(n,) for n in names]
+  grouped = [n for g in groups for n in g]
+  if sorted(grouped) != sorted(names):
+    raise ValueError(f"groups must hold every arm exactly once: got {list(groups)} for {names}")
   times = {n: [] for n in names}
   for r in range(reps):
-    order = names[r % len(names):] + names[:r % len(names)]
-    for n in order:
-      times[n].append(arms[n]())
+    k = r % len(groups)
+    for group in [*groups[k:], *groups[:k]]:
+      for n in group:
+        times[n].append(arms[n]())
   return times
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import assert_refused
 from benchmarks import bench_overhead
 
 
@@ -24,9 +25,9 @@ def test_arms_and_configs_select_what_runs():
     assert len(r["times_s"]) == 1 and r["us_per_step"] == pytest.approx(1e6 * r["times_s"][0] / 2)
 
 
-def test_unknown_arm_is_refused():
-  with pytest.raises(SystemExit):
-    bench_overhead.main(["--arms", "part3", "--no-write"])
+def test_unknown_arm_is_refused(capsys):
+  assert_refused(bench_overhead.main, ["--arms", "part3", "--no-write"], capsys,
+                 "argument --arms: invalid choice: 'part3'")
 
 
 def test_xla_flatten_repro_times_its_step():
@@ -215,3 +216,16 @@ def test_the_materialize_arm_adds_the_write_backs_only_off_the_cpu(platform, ext
     text = run.trace(params, state, xs, ys).lower(lowering_platforms=(platform,)).as_text()
     writes[arm] = text.count("stablehlo.dynamic_update_slice")
   assert writes["part1-materialize"] - writes["part1"] == extra_writes
+
+
+def test_interleaved_rotates_single_arms_or_groups():
+  from benchmarks import common
+  calls = []
+  arms = {n: (lambda n=n: calls.append(n) or 0.0) for n in "abc"}
+  times = common.interleaved(arms, 3)
+  assert calls == list("abcbcacab") and all(len(t) == 3 for t in times.values())
+  calls.clear()
+  common.interleaved(arms, 2, groups=[("a", "b"), ("c",)])
+  assert calls == list("abccab")
+  with pytest.raises(ValueError, match="every arm exactly once"):
+    common.interleaved(arms, 1, groups=[("a", "b")])

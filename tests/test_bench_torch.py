@@ -43,3 +43,30 @@ def test_a_run_is_partial_unless_it_measures_the_full_runs_batches_and_steps(
   record = json.loads((out / "torch_cpu.json").read_text())
   assert record["partial"] is partial
   assert (results / "torch_cpu.json").exists() is not partial
+
+
+def test_each_homax_arm_runs_right_after_a_torch_run(monkeypatch):
+  """``bench_batch`` times its six arms in ``ORDER``'s rotating groups, so both homax arms
+  always follow a torch run (a jax run right after torch's is slower)."""
+  calls = []
+
+  def arm(name):
+    return lambda: calls.append(name) or 1.0
+
+  names = ["homax adam", "homax homog", "torch adam", "torch homog",
+           "torch adam (no monitor)", "torch homog (no monitor)"]
+  monkeypatch.setattr(bench_torch, "homax_arms", lambda batch, steps: {
+      n: arm(n) for n in names[:2]})
+  monkeypatch.setattr(bench_torch, "torch_arms", lambda worker, batch, steps: {
+      n: arm(n) for n in names[2:]})
+  row = bench_torch.bench_batch(None, 5, 10, reps=8)
+  assert row["reps"] == 8
+  timed = calls[4:]  # after the torch arms' warm-up calls
+  assert sorted(timed) == sorted(names * 8)
+  for i, name in enumerate(timed):
+    if name.startswith("homax"):
+      assert timed[i - 1] == "torch " + name.split()[1], (i, timed[i - 4:i + 1])
+  # The groups rotate: each repetition starts with another group.
+  starts = [timed[i] for i in range(0, len(timed), 6)]
+  assert starts[:4] == ["torch adam", "torch homog", "torch adam (no monitor)",
+                        "torch homog (no monitor)"]
