@@ -18,8 +18,9 @@ homax's Adam arm followed torch more often than its homogeneity arm would
 shrink homax's homogeneity part (found in session 13; the order rotated all
 six arms before).
 
-homax runs the same model, batch sizes and synthetic data (standard-normal
-inputs, uniform labels, a pool of 16 batches cycled through) as one jitted
+homax runs the same model and batch sizes on synthetic data of the same kind
+(standard-normal inputs, uniform labels, a pool of 16 batches cycled through;
+drawn by each framework, so not the same values or initial weights) as one jitted
 ``lax.scan`` of ``steps`` steps with donated buffers (the ``adam`` and
 ``part1`` arms of ``bench_overhead``).
 

@@ -661,7 +661,7 @@ def summarize(result: dict) -> list[dict]:
   for m, r in runs.items():
     j = best[m]
     test = r.test_acc[j]
-    stats = report.paired_stats(test, adam_test)
+    stats = report.paired_stats(test, adam_test, test_size=int(cfg["n_test"]))
     records.append(dict(
         dataset=cfg["dataset"], method=m, best_lr=_lr(r.lrs[j]), seeds=int(r.seeds.size),
         test_acc_mean=float(test.mean()),
@@ -966,7 +966,7 @@ def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None,
     for name, r in zip(SEED004_METHODS, runs):
       j = best_lr_index(r)
       test = r.test_acc[j]
-      paired = report.paired_stats(test, backprop_test)
+      paired = report.paired_stats(test, backprop_test, test_size=int(task["data"].x_test.shape[0]))
       single = single_step_us(SEED004_METHODS[name], task["model"], task["data"], lr=float(r.lrs[j]),
                               batch_size=task["batch_size"])
       rec = dict(

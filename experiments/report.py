@@ -65,14 +65,21 @@ def atomic_savefig(fig, path) -> None:
   atomic_write_bytes(path, buf.getvalue())
 
 
-def paired_stats(acc_h: Sequence[float], acc_a: Sequence[float]) -> dict:
+def paired_stats(acc_h: Sequence[float], acc_a: Sequence[float], *, test_size: int) -> dict:
   """Mean ± std of each arm, the paired difference with a 95 % t-interval, wins.
 
-  ``diff = homogeneity − Adam`` per seed (percentage points); the interval is
-  ``mean ± t(0.975, n−1)·sd/√n``; ``wilcoxon_p`` is the two-sided Wilcoxon
-  signed-rank p-value (NaN when every difference is zero or n < 2), scipy's
-  default method: a normal approximation when some differences are zero, so it
-  means little with few nonzero pairs (one nonzero pair in 30 gives 0.32).
+  ``diff = homogeneity − Adam`` per seed (percentage points of a test set of
+  ``test_size`` samples); the interval is ``mean ± t(0.975, n−1)·sd/√n``.
+  ``wilcoxon_p`` is the two-sided Wilcoxon signed-rank p-value of the
+  differences counted in whole test samples (``diff · test_size / 100``,
+  rounded): accuracies are float32, so two differences of the same number of
+  samples can differ in their last bits, which would rank true ties apart.
+  The method is scipy's default (scipy ≥ 1.15; zeros are dropped): the exact
+  distribution for up to 50 differences without zeros or ties; with zeros or
+  ties, all sign permutations for up to 13 differences (zeros counted), and
+  above that the normal approximation with the tie correction. NaN when every
+  difference is zero or n < 2. With few nonzero pairs it means little (one
+  nonzero pair in 30 gives 0.32).
   """
   from scipy import stats
 
@@ -86,8 +93,14 @@ def paired_stats(acc_h: Sequence[float], acc_a: Sequence[float]) -> dict:
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
   else:
     half = float("nan")
+  samples = diff * test_size / 100.0
+  counts = np.rint(samples)
+  if n and float(np.max(np.abs(samples - counts))) > 0.05:
+    raise ValueError(
+        f"paired_stats: the accuracy differences are not whole samples of a test set of"
+        f" test_size={test_size} (e.g. {diff[np.argmax(np.abs(samples - counts))]!r} pp)")
   try:
-    p = float(stats.wilcoxon(diff).pvalue) if n > 1 and np.any(diff != 0) else float("nan")
+    p = float(stats.wilcoxon(counts).pvalue) if n > 1 and np.any(counts != 0) else float("nan")
   except ValueError:
     p = float("nan")
   return dict(

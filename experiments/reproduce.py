@@ -150,7 +150,8 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
       progress(resume[0])
   result = train.train_paired(trainer, data, epochs=row.epochs, seeds=seeds,
                               on_epoch_end=on_epoch_end, resume=resume, progress=progress)
-  stats = report.paired_stats(result.test_acc_h, result.test_acc_a)
+  stats = report.paired_stats(result.test_acc_h, result.test_acc_a,
+                              test_size=int(data.x_test.shape[0]))
   published_diff = row.acc_homogeneity - row.acc_adam
   summary = dict(
       dataset=row.dataset, data=data_name, variant=row.variant, sample=row.sample,
