@@ -84,7 +84,11 @@ if [[ "$platform" == gpu ]]; then
   step pytest 110 "$py" -m pytest -p no:cacheprovider tests/test_seed_equivalence.py \
     tests/test_paper.py tests/test_transformation.py tests/test_derivative.py
 fi
-# 4. The MNIST seeds rows (session 9's run was cut in them), with what is left.
+# 4. Against the published code on the device, with the order of the arms that
+#    session 13 made fair (each homax arm right after a torch run; session 7's
+#    run rotated all six arms singly, which favoured homax on the CPU).
+step torch 100 "$py" -m benchmarks.bench_torch --platform "$platform" --reps 7 "${extra[@]}"
+# 5. The MNIST seeds rows (session 9's run was cut in them), with what is left.
 step seeds_mnist 600 "$py" -m benchmarks.bench_seeds --platform "$platform" \
   --problems mnist mnist-b5 --reps 3 --tag mnist "${extra[@]}"
 # Done in session 9: bench_memory with 20 steps per timing, the Iris seeds JSON.
