@@ -12,6 +12,7 @@ import pytest
 import homax
 
 nnx = pytest.importorskip("flax.nnx")
+from test_flax import MLP  # noqa: E402  (tests/ is on sys.path under pytest)
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -19,16 +20,6 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def python_blocks() -> list[str]:
   text = open(README, encoding="utf-8").read()
   return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-
-
-class MLP(nnx.Module):
-
-  def __init__(self, rngs):
-    self.hidden = nnx.Linear(4, 10, rngs=rngs)
-    self.out = nnx.Linear(10, 3, rngs=rngs)
-
-  def __call__(self, x):
-    return self.out(jax.nn.relu(self.hidden(x)))
 
 
 def test_the_readme_has_its_three_examples():
