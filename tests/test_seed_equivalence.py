@@ -280,6 +280,14 @@ def test_plain_adam_matches_torch(learning_rate):
   assert np.max(np.abs(trace.params[-1] - trace.params[0])) > 100 * TOLERANCE
 
 
+def _torch_trace(variant, kwargs, edge, batches, average_torch):
+  """The published loop's run of one configuration (``ref.run_homogeneity``)."""
+  return ref.run_homogeneity(
+      _fresh_model(edge), batches, variant=variant, total_steps=TOTAL_STEPS,
+      average=average_torch, **kwargs,
+  )
+
+
 @pytest.mark.parametrize(
     "variant,kwargs,must_differ,edge",
     [pytest.param(v, kw, md, e, id=name) for name, v, kw, md, e in CONFIGS],
@@ -292,10 +300,7 @@ def test_variant_matches_torch(variant, kwargs, must_differ, edge):
     theta0 = ref.run_adam(_fresh_model(edge), batches[:1], kwargs["learning_rate"]).params[0]
     masks = ref.table_one_conditions(torch.from_numpy(theta0), average_torch)
     assert all(bool(m[i]) for m, i in zip(masks[2:], (C3, C4, STILL[0])))
-  trace = ref.run_homogeneity(
-      _fresh_model(edge), batches, variant=variant, total_steps=TOTAL_STEPS,
-      average=average_torch, **kwargs,
-  )
+  trace = _torch_trace(variant, kwargs, edge, batches, average_torch)
   if edge:
     # The dead unit stayed dead: its c5 weights never moved (θ' = ā throughout).
     start = _flat_torch(state_dict).numpy()
@@ -328,10 +333,7 @@ def _report():
     print(f"plain Adam, η = {learning_rate}: max relative error {err:.3g}")
   for name, variant, kwargs, must_differ, edge in CONFIGS:
     _, average_state, batches = _setup(edge)
-    trace = ref.run_homogeneity(
-        _fresh_model(edge), batches, variant=variant, total_steps=TOTAL_STEPS,
-        average=_flat_torch(average_state), **kwargs,
-    )
+    trace = _torch_trace(variant, kwargs, edge, batches, _flat_torch(average_state))
     err = _max_relative_error(_run_jax(variant, kwargs, edge)[0], trace.params)
     gap = _max_relative_error(_plain_adam_jax(kwargs["learning_rate"], edge), trace.params)
     print(f"{name}: max relative error {err:.3g}; from plain Adam {gap / TOLERANCE:.3g}× the"
