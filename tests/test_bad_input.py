@@ -185,6 +185,104 @@ def test_a_lambda_schedule_must_return_a_scalar():
     tx.update(grads_tree(), tx.init(params), params)
 
 
+@pytest.mark.parametrize("factory", ["fixed", "linear", "dynamic", "hybrid"])
+def test_a_lambda_schedule_factory_passed_uncalled(factory):
+  """``linear`` for ``linear(T)`` is refused at construction, naming both."""
+  with raises_naming(ValueError, "lambda_schedule", [f"lambda_schedules.{factory}", "call it"]):
+    homax.homogeneity(1e-2, getattr(homax.lambda_schedules, factory))
+
+
+@pytest.mark.parametrize("returned", ["0.5", True, jnp.array(True), 0.5 + 0.5j, None])
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_lambda_schedule_must_return_a_real_number(returned, jit):
+  """A string, bool, complex or None λ is refused (a string once ran with λ = 0.5)."""
+  tx = homax.homogeneity(1e-2, lambda count: returned)
+  params = params_tree()
+  update = jax.jit(tx.update) if jit and not isinstance(returned, str) and returned is not None else tx.update
+  with raises_naming(ValueError, "lambda_schedule", ["real number"]):
+    update(grads_tree(), tx.init(params), params)
+
+
+def test_an_int_lambda_is_a_real_number():
+  tx = homax.homogeneity(1e-2, lambda count: 1)
+  params = params_tree()
+  updates, _ = tx.update(grads_tree(), tx.init(params), params)
+  chex.assert_trees_all_equal(updates, grads_tree())  # λ = 1: no homogeneity step
+
+
+def test_python_float_updates():
+  """Python scalars as updates, as optax's own transformations accept them."""
+  tx = homax.homogeneity(1e-2)
+  params = {"s": 1.5, "t": np.float32(-0.5)}
+  updates, _ = tx.update({"s": 0.1, "t": -0.2}, tx.init(params), params)
+  expected, _ = tx.update({"s": jnp.float32(0.1), "t": jnp.float32(-0.2)}, tx.init(params), params)
+  chex.assert_trees_all_equal(updates, expected)
+  assert updates["s"].dtype == jnp.float32
+
+
+def test_numpy_float64_params_and_initial_average():
+  """Without x64 both become float32, so equal NumPy dtypes are accepted (they
+  were refused as "float64, expected float32"); the result is the float32 one's."""
+  rng = np.random.default_rng(0)
+  params = {"w": rng.normal(size=5)}
+  average = {"w": rng.normal(size=5)}
+  grads = {"w": rng.normal(size=5).astype(np.float32)}
+  as32 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)
+  tx = paper("A-B", initial_average=average)
+  updates, state = tx.update(grads, tx.init(params), params)
+  tx32 = paper("A-B", initial_average=as32(average))
+  expected, _ = tx32.update(grads, tx32.init(as32(params)), as32(params))
+  chex.assert_trees_all_equal(updates, expected)
+  assert homax.find_state(state).running_average["w"].dtype == jnp.float32
+  with raises_naming(ValueError, "initial_average['w']", ["shape"]):
+    paper("A-B", initial_average={"w": rng.normal(size=4)}).init(params)
+
+
+@pytest.mark.parametrize("lambda_type, kwargs, argument", [
+    ("linear", dict(lambda_value=0.5), "lambda_value"),
+    ("dynamic", dict(lambda_value=0.5), "lambda_value"),
+    ("hybrid", dict(lambda_value=0.5, beta=0.9), "lambda_value"),
+    ("linear", dict(beta=0.9), "beta"),
+    ("fixed", dict(lambda_value=0.5, beta=0.9), "beta"),
+    ("dynamic", dict(beta=0.9), "beta"),
+])
+def test_lambda_schedule_for_rejects_arguments_it_would_ignore(lambda_type, kwargs, argument):
+  with raises_naming(ValueError, argument, [lambda_type]):
+    homax.lambda_schedule_for(lambda_type, total_steps=10, **kwargs)
+
+
+@pytest.mark.parametrize("lambda_type, kwargs", [
+    ("fixed", dict(lambda_value=0.5)), ("linear", {}), ("dynamic", {}), ("hybrid", dict(beta=0.9)),
+])
+@pytest.mark.parametrize("total_steps", [-3, 0, 2.5, "10", None])
+def test_lambda_schedule_for_checks_total_steps_for_every_type(lambda_type, kwargs, total_steps):
+  with raises_naming(ValueError, "total_steps"):
+    homax.lambda_schedule_for(lambda_type, total_steps=total_steps, **kwargs)
+
+
+@pytest.mark.parametrize("variant", list(homax.VARIANTS))
+@pytest.mark.parametrize("argument, bad", [
+    ("learning_rate", -1.0), ("learning_rate", 0.0), ("learning_rate", NAN),
+    ("total_steps", 0), ("total_steps", -3), ("total_steps", 2.5),
+])
+def test_paper_homogeneity_learning_rate_checks_its_arguments(variant, argument, bad):
+  kwargs = dict(learning_rate=1e-2, total_steps=10)
+  if not homax.VARIANTS[variant].computes_learning_rate:
+    kwargs["homogeneity_learning_rate"] = 1e-2
+  kwargs[argument] = bad
+  with raises_naming(ValueError, argument):
+    homax.paper_homogeneity_learning_rate(variant, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [["A-A"], {"A-A": 1}, 3, None])
+def test_a_variant_that_is_not_a_string(bad):
+  """Unhashable or non-string variants get the same ValueError as unknown names."""
+  with raises_naming(ValueError, "variant", homax.VARIANTS):
+    homax.paper_optimizer(bad, learning_rate=1e-2, homogeneity_learning_rate=1e-2, total_steps=10)
+  with raises_naming(ValueError, "variant", homax.VARIANTS):
+    homax.paper_homogeneity_learning_rate(bad, learning_rate=1e-2, total_steps=10)
+
+
 @pytest.mark.parametrize("variant, argument, bad", [
     ("COMPLETE", "lambda_value", "0.5"),
     ("COMPLETE", "lambda_value", "abc"),

@@ -47,10 +47,24 @@ def lambda_schedule_for(lambda_type: str, *, total_steps: int, lambda_value=None
 
   Args:
     lambda_type: the schedule's name.
-    total_steps: :math:`T` (used by "linear" and "hybrid").
-    lambda_value: λ for "fixed", in [0, 1] (required there).
-    beta: :math:`\beta > 0` for "hybrid" (required there).
+    total_steps: :math:`T` (used by "linear" and "hybrid"; an int >= 1 for
+      every type).
+    lambda_value: λ for "fixed", in [0, 1] (required there, an error elsewhere).
+    beta: :math:`\beta > 0` for "hybrid" (required there, an error elsewhere).
   """
+  if lambda_type not in schedules.LAMBDA_TYPES:
+    raise ValueError(
+        f"lambda_type must be one of {schedules.LAMBDA_TYPES}, got {lambda_type!r}."
+    )
+  schedules._check_total_steps(total_steps)
+  if lambda_value is not None and lambda_type != "fixed":
+    raise ValueError(
+        f"lambda_value applies to lambda_type='fixed' only, not to lambda_type={lambda_type!r}."
+    )
+  if beta is not None and lambda_type != "hybrid":
+    raise ValueError(
+        f"beta applies to lambda_type='hybrid' only, not to lambda_type={lambda_type!r}."
+    )
   if lambda_type == "fixed":
     # Checked here too so that the message names the caller's argument,
     # not schedules.fixed's `value`.
@@ -65,13 +79,9 @@ def lambda_schedule_for(lambda_type: str, *, total_steps: int, lambda_value=None
     return schedules.linear(total_steps)
   if lambda_type == "dynamic":
     return schedules.dynamic()
-  if lambda_type == "hybrid":
-    if beta is None:
-      raise ValueError("beta is required for the HYBRID variant (a float > 0).")
-    return schedules.hybrid(beta, total_steps)
-  raise ValueError(
-      f"lambda_type must be one of {schedules.LAMBDA_TYPES}, got {lambda_type!r}."
-  )
+  if beta is None:
+    raise ValueError("beta is required for the HYBRID variant (a float > 0).")
+  return schedules.hybrid(beta, total_steps)
 
 
 def paper_homogeneity_learning_rate(
@@ -88,6 +98,8 @@ def paper_homogeneity_learning_rate(
       where giving it is an error.
   """
   spec = _variant(variant)
+  transform._check_learning_rate(learning_rate)
+  schedules._check_total_steps(total_steps)
   if spec.computes_learning_rate:
     if homogeneity_learning_rate is not None:
       raise ValueError(
@@ -104,7 +116,7 @@ def paper_homogeneity_learning_rate(
 
 
 def _variant(variant: str) -> Variant:
-  if variant not in VARIANTS:
+  if not isinstance(variant, str) or variant not in VARIANTS:
     raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}.")
   return VARIANTS[variant]
 

@@ -132,6 +132,27 @@ def _check_average(params, average) -> None:
       )
 
 
+# Passing one of these uncalled (``linear`` for ``linear(T)``) is an error.
+_SCHEDULE_FACTORIES = (
+    schedules_lib.fixed, schedules_lib.linear, schedules_lib.dynamic, schedules_lib.hybrid,
+)
+
+
+def _check_lambda(lam) -> None:
+  """λ from a schedule must be a real number (not a bool, string or complex)."""
+  try:
+    dtype = None if lam is None or isinstance(lam, (str, bytes)) else jnp.result_type(lam)
+  except TypeError:
+    dtype = None
+  if dtype is None or not (
+      jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+  ):
+    raise ValueError(
+        "lambda_schedule must return a real number λ (a float or an int scalar);"
+        f" got {lam!r}."
+    )
+
+
 # Leaves up to this many elements (4 MiB in float32: cache-sized) have the
 # step optimizer's input written once to memory; larger ones recompute it.
 _MATERIALIZE_MAX_SIZE = 1 << 20
@@ -344,6 +365,12 @@ def homogeneity(
         " optax.inject_hyperparams, which calls every callable argument as a"
         " schedule, pass static_args=('lambda_schedule', 'initial_average')."
     )
+  if any(lambda_schedule is f for f in _SCHEDULE_FACTORIES):
+    raise ValueError(
+        f"lambda_schedule must be a schedule, got the factory"
+        f" homax.lambda_schedules.{lambda_schedule.__name__} itself; call it"
+        " (e.g. homax.lambda_schedules.linear(total_steps)) and pass the result."
+    )
   step_tx = _step_transformation(step, learning_rate)
   sign = 1.0 if direction == "descend" else -1.0
   # Without history, the step optimizer's input η_h·g is read by several of
@@ -361,6 +388,10 @@ def homogeneity(
       average = jax.tree.map(jnp.zeros_like, params)
     else:
       average = initial_average(params) if callable(initial_average) else initial_average
+      # As params: NumPy and Python leaves become jax arrays (float64 → float32
+      # without x64), so that equal dtypes compare equal.
+      if jax.tree_util.tree_structure(average) == jax.tree_util.tree_structure(params):
+        average = jax.tree.map(_as_array, average)
       _check_average(params, average)
       average = jax.tree.map(lambda a, p: jnp.asarray(a, p.dtype), average, params)
     if history:
@@ -386,12 +417,14 @@ def homogeneity(
       raise ValueError(optax_base.NO_PARAMS_MSG)
     # Python scalars as leaves (init accepts them) become arrays.
     params = jax.tree.map(_as_array, params)
+    updates = jax.tree.map(_as_array, updates)
     k = state.count
     avg = state.running_average
     # θ': where the base optimizer's step lands (the seed's `status`).
     theta = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
     n, d = derivative_lib.sums(theta, avg, eps)
     lam = lambda_schedule(k)
+    _check_lambda(lam)
     if jnp.ndim(lam) != 0:
       raise ValueError(
           "lambda_schedule must return a scalar λ for a scalar step count; got"
