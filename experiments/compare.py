@@ -56,7 +56,7 @@ penguins 30, breast_cancer 30, digits 20; Fashion-MNIST with seed 002's
 first 10000 of the 42000 training images, the first 2000 validation images and
 the full official 10000-image test set. 10 paired seeds. That is about 340 s of
 CPU time, half of it XLA compilation (60 programs of 1–5 s each, compiled two
-at a time); the recorded run (``results/compare.md``) took 199 s wall on 2
+at a time); the recorded run (``results/compare.md``) took 231 s wall on 2
 shared CPU cores.
 
 **Time per step** (``us_per_step``) is the wall time of the compiled run
@@ -866,8 +866,9 @@ def write_outputs(out: pathlib.Path, results: dict[str, dict], command: str, sec
     recs = summarize(result)
     all_records[name], configs[name] = recs, result["config"]
     flat += recs
-    plot_dataset(out / "compare" / f"{name}.png", result, recs)
+    # The numbers first: a plotting failure must not lose the dataset's run.
     report.save_json(out / "compare" / f"{name}.json", run_json(result))
+    plot_dataset(out / "compare" / f"{name}.png", result, recs)
   kept = [r for r in keep_rows if r.get("dataset") not in results]
   report.write_csv(out / "compare.csv", [_round(r) for r in flat] + kept, CSV_COLUMNS)
   report.atomic_write_text(out / "compare.md", markdown(all_records, configs, command, seconds))
@@ -945,6 +946,41 @@ def single_step_us(method: Method, model: models.ModelSpec, data, *, lr: float, 
   return 1e6 * best / steps
 
 
+SEED004_COLUMNS = (
+    "task", "data", "stand_in_for", "model", "method", "best_lr", "seeds", "test_acc_mean",
+    "test_acc_std", "test_acc_ci95", "diff_vs_backprop_mean", "diff_ci95_low",
+    "diff_ci95_high", "val_acc_mean", "final_train_loss", "us_per_step",
+    "us_per_step_vmapped", "compile_s", "epochs", "batch_size", "n_train", "n_test",
+    "params", "lrs")
+
+
+def seed004_lrs(quick: bool) -> tuple:
+  """The learning-rate grid of a seed004 run."""
+  return tuple(SEED004_LRS[3:4] if quick else SEED004_LRS)
+
+
+def seed004_other_run(out: pathlib.Path, *, seeds: int, quick: bool) -> str | None:
+  """Why ``out/seed004.csv`` holds another run's results (seeds, lr grid), or None.
+
+  Raises ValueError naming the file if it cannot be read.
+  """
+  path = out / "seed004.csv"
+  if not path.exists():
+    return None
+  try:
+    with open(path, newline="") as f:
+      rows = list(csv.DictReader(f))
+    there = {(int(r["seeds"]), r["lrs"]) for r in rows}
+  except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e}); move it away, or use"
+                     " another --out") from None
+  now = (seeds, " ".join(f"{x:g}" for x in seed004_lrs(quick)))
+  differ = [f"seeds {n}, lrs {lrs!r} there" for n, lrs in sorted(there) if (n, lrs) != now]
+  if not differ:
+    return None
+  return f"{'; '.join(differ)}; seeds {now[0]}, lrs {now[1]!r} now"
+
+
 def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None, command="",
                 workers: int = 2, log=print, tasks=None) -> list[dict]:
   """Backprop vs forward-gradient SGD on seed 004's tasks → ``seed004.csv/.md/.png``.
@@ -954,7 +990,7 @@ def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None,
   t0 = time.perf_counter()
   if tasks is None:
     tasks = seed004_tasks(quick, data_dir)
-  lrs = SEED004_LRS[3:4] if quick else SEED004_LRS
+  lrs = list(seed004_lrs(quick))
   records, curves = [], {}
   for task in tasks:
     prep = prepare(task["model"], int(task["data"].x_train.shape[0]), seeds=seeds,
@@ -989,12 +1025,8 @@ def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None,
       curves[(task["task"], name)] = (r.train_loss_curve[j], r.val_acc_curve[j], rec)
       log(f"  {task['task']:>22} {name:>8}: test {rec['test_acc_mean']:6.2f} ± {rec['test_acc_std']:.2f}"
           f"  lr {rec['best_lr']:g}  {rec['us_per_step']:.1f} µs/step (single model)")
-  columns = ("task", "data", "stand_in_for", "model", "method", "best_lr", "seeds", "test_acc_mean",
-             "test_acc_std", "test_acc_ci95", "diff_vs_backprop_mean", "diff_ci95_low",
-             "diff_ci95_high", "val_acc_mean", "final_train_loss", "us_per_step",
-             "us_per_step_vmapped", "compile_s", "epochs", "batch_size", "n_train", "n_test",
-             "params", "lrs")
-  report.write_csv(out / "seed004.csv", [_round(r) for r in records], columns)
+    # After each task: an interrupted run keeps the tasks it finished.
+    report.write_csv(out / "seed004.csv", [_round(r) for r in records], SEED004_COLUMNS)
   _plot_seed004(out / "seed004.png", tasks, curves)
   seconds = time.perf_counter() - t0
   report.atomic_write_text(out / "seed004.md", _seed004_markdown(records, tasks, command, seconds, seeds))
@@ -1073,10 +1105,14 @@ def _seed004_markdown(records, tasks, command, seconds, seeds) -> str:
 def _earlier_rows(out: pathlib.Path) -> list[dict]:
   """The rows of an existing ``out/compare.csv`` (none if there is none)."""
   path = out / "compare.csv"
-  if not path.is_file():
+  if not path.exists():
     return []
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
+  try:
+    with open(path, newline="") as f:
+      return list(csv.DictReader(f))
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e}); move it away, or use"
+                     " another --out") from None
 
 
 def _datasets_it_would_drop(out: pathlib.Path, names) -> list[str]:
@@ -1159,10 +1195,16 @@ def main(argv=None) -> int:
     if unknown:
       parser.error(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     methods = ["adam"] + [m for m in chosen if m != "adam"]
-  for problem in (reproduce.check_data_dir(args.data_dir), reproduce.check_out(args.out)):
+  out_dirs = [args.out] if args.protocol == "seed004" else [args.out, args.out / "compare"]
+  for problem in (reproduce.check_data_dir(args.data_dir), *map(reproduce.check_out, out_dirs)):
     if problem:
       # Before anything trains: a bad --out would otherwise fail at the first write.
       parser.error(problem)
+  outputs = (("seed004.csv", "seed004.md", "seed004.png") if args.protocol == "seed004"
+             else ("compare.csv", "compare.md"))
+  for output in outputs:
+    if (args.out / output).is_dir():
+      parser.error(f"--out {args.out}: {args.out / output} is a directory; the run writes a file there")
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   command = "python -m experiments.compare" + ("" if argv is None and len(sys.argv) <= 1 else
                                                " " + " ".join(sys.argv[1:] if argv is None else argv))
@@ -1181,13 +1223,24 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:  # a damaged file, or another set's given as KMNIST's
       print(f"error: {e}", file=sys.stderr)
       return 2
+    try:
+      other = seed004_other_run(args.out, seeds=args.seeds, quick=args.quick)
+    except ValueError as e:
+      parser.error(str(e))
+    if other:
+      # Never overwrite another run's table (e.g. the committed one by a --quick run).
+      parser.error(f"--out {args.out} holds seed004 results of another run ({other}); use another"
+                   " --out, or move seed004.* away first")
     run_seed004(args.out, seeds=seeds, quick=args.quick, data_dir=args.data_dir,
                 command=command, workers=args.workers, tasks=tasks)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
   names = list(dict.fromkeys(args.dataset or DEFAULT_DATASETS))  # each dataset once
-  dropped = _datasets_it_would_drop(args.out, names)
+  try:
+    dropped = _datasets_it_would_drop(args.out, names)
+  except ValueError as e:
+    parser.error(str(e))
   if dropped:
     # compare.csv and compare.md are rebuilt from this run's datasets only.
     parser.error(f"--out {args.out} holds compare results for {', '.join(dropped)}, which this run"

@@ -331,7 +331,17 @@ def _load_tfds(tfds_name: str, splits: tuple[str, ...], data_dir: Optional[str],
     ) from e
   arrays = {}
   for split, source in sources.items():
-    inputs, labels = _read_tfds_split(source, *keys)
+    try:
+      inputs, labels = _read_tfds_split(source, *keys)
+    except Exception as e:  # pylint: disable=broad-except
+      # A prepared copy whose records cannot be read (damaged or truncated
+      # files): an error naming it, as for damaged IDX files, not a traceback.
+      where = data_dir or _tfds_default_data_dir(tfds)
+      first_line = str(e).splitlines()[0] if str(e) else ""
+      raise ValueError(
+          f"tfds {tfds_name} in {where}: split {split!r} cannot be read"
+          f" ({type(e).__name__}: {first_line}); its files may be damaged"
+      ) from e
     inputs.flags.writeable = False  # Shared by every later call.
     labels.flags.writeable = False
     arrays[split] = (inputs, labels)

@@ -143,13 +143,18 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
                 rule=rule, direction=direction, epochs=row.epochs, batch_size=row.batch_size,
                 homax=homax.__version__)
   ckpt_dir = checkpoint_dir(out_dir, output_name(table, data_name), row.id).absolute()
-  on_epoch_end, resume = None, None
+  on_epoch_end, resume, checkpointer = None, None, None
   if checkpoint_every > 0:
-    on_epoch_end, resume = _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, checkpoint_every, row.epochs)
+    on_epoch_end, resume, checkpointer = _checkpoint_hooks(
+        trainer, data, seeds, config, ckpt_dir, checkpoint_every, row.epochs)
     if resume is not None and progress is not None:
       progress(resume[0])
-  result = train.train_paired(trainer, data, epochs=row.epochs, seeds=seeds,
-                              on_epoch_end=on_epoch_end, resume=resume, progress=progress)
+  try:
+    result = train.train_paired(trainer, data, epochs=row.epochs, seeds=seeds,
+                                on_epoch_end=on_epoch_end, resume=resume, progress=progress)
+  finally:
+    if checkpointer is not None:
+      checkpointer.close()  # its background threads would keep a failed run alive
   stats = report.paired_stats(result.test_acc_h, result.test_acc_a,
                               test_size=int(data.x_test.shape[0]))
   published_diff = row.acc_homogeneity - row.acc_adam
@@ -190,18 +195,26 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
   import json
 
   checkpointer = _checkpointer()
+  failed = []
 
   def on_epoch_end(done, carry, history):
-    if done % every and done != epochs:
+    if failed or (done % every and done != epochs):
       return
     tmp = ckpt_dir / f"epoch-{done}"
-    if tmp.exists():
-      shutil.rmtree(tmp)
-    hist = {k: np.stack(v, axis=1) if v[0].ndim == 1 else np.concatenate(v, axis=1)
-            for k, v in dataclasses.asdict(history).items() if v}
-    checkpointer.save(tmp, dict(carry=carry, history=hist))
-    checkpointer.wait_until_finished()
-    report.atomic_write_text(ckpt_dir / "latest.json", json.dumps(dict(config=config, epoch=done)))
+    try:
+      if tmp.exists():
+        shutil.rmtree(tmp)
+      hist = {k: np.stack(v, axis=1) if v[0].ndim == 1 else np.concatenate(v, axis=1)
+              for k, v in dataclasses.asdict(history).items() if v}
+      checkpointer.save(tmp, dict(carry=carry, history=hist))
+      checkpointer.wait_until_finished()
+      report.atomic_write_text(ckpt_dir / "latest.json", json.dumps(dict(config=config, epoch=done)))
+    except Exception as e:  # noqa: BLE001 - checkpoints are optional: a full disk must not lose the row
+      failed.append(e)
+      print(f"warning: checkpoint {tmp} could not be saved ({type(e).__name__}:"
+            f" {str(e).splitlines()[0] if str(e) else ''}); row {config['row']} goes on without"
+            " checkpoints", file=sys.stderr)
+      return
     for old in ckpt_dir.glob("epoch-*"):
       if old != tmp:
         shutil.rmtree(old, ignore_errors=True)
@@ -214,7 +227,7 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
           f" {str(e).splitlines()[0] if str(e) else ''}); training row {config['row']} from epoch 0",
           file=sys.stderr)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-  return on_epoch_end, resume
+  return on_epoch_end, resume, checkpointer
 
 
 def _restore(trainer, seeds, config, ckpt_dir, checkpointer):
@@ -317,6 +330,9 @@ def _load_row(path: pathlib.Path) -> dict:
     config, summary = record["config"], record["summary"]
     if not (isinstance(config, dict) and isinstance(summary, dict) and config["seeds"]):
       raise TypeError("config and summary must be objects, with seeds")
+    missing = [k for k in (*report.COLUMNS, "label", "beta") if k not in summary]
+    if missing:
+      raise KeyError(f"summary lacks {', '.join(missing)}")
   except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
     raise ValueError(f"row file {path} is unreadable ({type(e).__name__}: {e})") from None
   return record
@@ -380,10 +396,16 @@ def main(argv=None) -> int:
   data_name = args.data or TABLES[args.table][1]
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   name = output_name(args.table, data_name)
-  problem = check_out(args.out)
-  if problem:
-    print(f"error: {problem}", file=sys.stderr)
-    return 2
+  # Every folder the run writes into, before any training: a file in the way
+  # (e.g. <out>/<name>) would otherwise fail the first row after it trained.
+  folders = [args.out, args.out / name / "rows"]
+  if args.checkpoint_every:
+    folders.append(args.out / "checkpoints" / name)
+  for folder in folders:
+    problem = check_out(folder)
+    if problem:
+      print(f"error: {problem}", file=sys.stderr)
+      return 2
   try:
     data = datasets.load(data_name, data_dir=args.data_dir)
   except datasets.DatasetUnavailable as e:

@@ -92,6 +92,84 @@ def test_reproduce_out_that_cannot_be_written(tmp_path, monkeypatch, capsys):
   assert f"--out {tmp_path / 'out'}: Permission denied" in err
 
 
+@pytest.mark.parametrize("blocked, extra", [
+    ("iris", []),  # <out>/iris: the rows' folder
+    ("iris/rows", []),
+    ("checkpoints", ["--checkpoint-every", "1"]),
+    ("checkpoints/iris", ["--checkpoint-every", "1"]),
+])
+def test_reproduce_a_file_where_the_run_writes_a_folder(tmp_path, monkeypatch, capsys, blocked, extra):
+  """Refused before anything trains (the row used to train, then fail to be written)."""
+  _no_training(monkeypatch)
+  target = tmp_path / blocked
+  target.parent.mkdir(parents=True, exist_ok=True)
+  target.write_text("a file")
+  assert _run(tmp_path, *extra) == 2
+  err = capsys.readouterr().err
+  assert "error: --out" in err and str(target) in err
+  assert target.read_text() == "a file"
+
+
+def test_reproduce_checkpoint_folder_not_checked_without_checkpoints(tmp_path, monkeypatch):
+  (tmp_path / "checkpoints").write_text("a file")
+  ran = []
+  monkeypatch.setattr(reproduce, "run_row", lambda row, **kwargs: ran.append(row.id) or
+                      (_ for _ in ()).throw(KeyboardInterrupt))
+  assert _run(tmp_path) == 130  # it got to training
+  assert ran == [ROW]
+
+
+def test_reproduce_a_failed_checkpoint_save_does_not_lose_the_row(tmp_path, monkeypatch, capsys,
+                                                                  persistent_cache):
+  """A save error (a full disk) is a warning: the row trains on, is written, and the
+  checkpointer is closed (its threads kept a failed run from exiting)."""
+  _no_plots(monkeypatch)
+  made = []
+  real = reproduce._checkpointer
+
+  class Failing:
+    def __init__(self):
+      self.inner, self.saves, self.closed = real(), 0, False
+      made.append(self)
+
+    def save(self, *args, **kwargs):
+      self.saves += 1
+      raise OSError(28, "No space left on device")
+
+    def close(self):
+      self.closed = True
+      self.inner.close()
+
+    def __getattr__(self, name):
+      return getattr(self.inner, name)
+
+  monkeypatch.setattr(reproduce, "_checkpointer", Failing)
+  assert _run(tmp_path, "--checkpoint-every", "1") == 0
+  err = capsys.readouterr().err
+  assert "could not be saved" in err and "No space left on device" in err
+  assert "goes on without checkpoints" in err
+  assert [(c.saves, c.closed) for c in made] == [(1, True)]  # no retry every epoch
+  assert reproduce._row_status(_row_file(tmp_path), [0, 1], "iris", "iris") == "done"
+
+
+def test_reproduce_a_row_file_without_a_summary_field_is_unreadable(tmp_path, monkeypatch, capsys,
+                                                                    persistent_cache):
+  _no_plots(monkeypatch)
+  assert _run(tmp_path) == 0
+  path = _row_file(tmp_path)
+  record = report.load_json(path)
+  del record["summary"]["diff_mean"]
+  report.save_json(path, record)
+  assert reproduce._row_status(path, [0, 1], "iris", "iris") == "unreadable"
+  with pytest.raises(ValueError, match=f"row file {path} is unreadable.*diff_mean"):
+    reproduce._load_row(path)
+  capsys.readouterr()
+  assert _run(tmp_path) == 0  # moved aside and trained again, not a KeyError
+  assert str(path) in capsys.readouterr().err
+  assert reproduce._row_status(path, [0, 1], "iris", "iris") == "done"
+  assert path.with_name(path.name + ".unreadable").exists()
+
+
 def test_reproduce_unknown_dataset(tmp_path, monkeypatch, capsys):
   _no_training(monkeypatch)
   assert _run(tmp_path, "--data", "nosuch") == 2
@@ -259,6 +337,89 @@ def test_compare_out_that_is_a_file(tmp_path, monkeypatch, capsys, protocol):
   err = capsys.readouterr().err
   assert f"error: --out {target}" in err
   assert target.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("protocol, blocked, kind", [
+    ("compare", "compare", "file"),  # <out>/compare: the per-dataset folder
+    ("compare", "compare.csv", "dir"),
+    ("compare", "compare.md", "dir"),
+    ("seed004", "seed004.csv", "dir"),
+    ("seed004", "seed004.png", "dir"),
+])
+def test_compare_something_in_the_way_of_an_output(tmp_path, monkeypatch, capsys, protocol, blocked,
+                                                   kind):
+  """Refused before anything trains (it used to train, then fail at the write)."""
+  _nothing_runs(monkeypatch)
+  target = tmp_path / blocked
+  if kind == "file":
+    target.write_text("a file")
+  else:
+    target.mkdir()
+  argv = ["--protocol", protocol, "--quick", "--out", str(tmp_path)]
+  if protocol == "compare":
+    argv += ["--dataset", "iris"]
+  with pytest.raises(SystemExit) as info:
+    compare.main(argv)
+  assert info.value.code == 2
+  assert str(target) in capsys.readouterr().err
+
+
+def test_compare_unreadable_compare_csv_is_named(tmp_path, monkeypatch, capsys):
+  _nothing_runs(monkeypatch)
+  (tmp_path / "compare.csv").write_bytes(b"\xff\xfe\x00garbage\n")
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--quick", "--dataset", "iris", "--out", str(tmp_path)])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"{tmp_path / 'compare.csv'} is unreadable" in err
+  assert (tmp_path / "compare.csv").read_bytes() == b"\xff\xfe\x00garbage\n"
+
+
+def _seed004_csv(path, seeds, lrs):
+  report.write_csv(path, [dict(task="penguins-logreg", method="backprop", seeds=seeds, lrs=lrs)],
+                   ("task", "method", "seeds", "lrs"))
+
+
+@pytest.mark.parametrize("seeds, lrs, argv", [
+    (5, "0.001 0.003 0.01 0.03 0.1 0.3 1", ["--quick"]),  # the committed table, a --quick run
+    (5, "0.001 0.003 0.01 0.03 0.1 0.3 1", ["--seeds", "3"]),
+    (2, "0.03", []),  # a --quick table, a full run
+])
+def test_compare_seed004_does_not_overwrite_another_runs_table(tmp_path, monkeypatch, capsys,
+                                                               seeds, lrs, argv):
+  _nothing_runs(monkeypatch)
+  monkeypatch.setattr(compare, "seed004_tasks", lambda *a, **k: [])
+  _seed004_csv(tmp_path / "seed004.csv", seeds, lrs)
+  before = (tmp_path / "seed004.csv").read_bytes()
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--protocol", "seed004", "--out", str(tmp_path), *argv])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert "holds seed004 results of another run" in err and f"seeds {seeds}" in err
+  assert (tmp_path / "seed004.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, seeds, lrs", [
+    (["--quick"], 2, "0.03"),
+    ([], 5, "0.001 0.003 0.01 0.03 0.1 0.3 1"),
+])
+def test_compare_seed004_reruns_its_own_table(tmp_path, monkeypatch, argv, seeds, lrs):
+  ran = []
+  monkeypatch.setattr(compare, "seed004_tasks", lambda *a, **k: [])
+  monkeypatch.setattr(compare, "run_seed004", lambda *a, **k: ran.append(k["seeds"].size))
+  _seed004_csv(tmp_path / "seed004.csv", seeds, lrs)
+  assert compare.main(["--protocol", "seed004", "--out", str(tmp_path), *argv]) == 0
+  assert ran == [seeds]
+
+
+def test_compare_seed004_unreadable_table_is_named(tmp_path, monkeypatch, capsys):
+  _nothing_runs(monkeypatch)
+  monkeypatch.setattr(compare, "seed004_tasks", lambda *a, **k: [])
+  (tmp_path / "seed004.csv").write_text("task,method\npenguins-logreg,backprop\n")  # no seeds
+  with pytest.raises(SystemExit) as info:
+    compare.main(["--protocol", "seed004", "--quick", "--out", str(tmp_path)])
+  assert info.value.code == 2
+  assert f"{tmp_path / 'seed004.csv'} is unreadable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("protocol", ["compare", "seed004"])

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import compare, datasets, models
+from experiments import compare, datasets, models, report
 
 REQUIRED_COLUMNS = (
     "dataset", "method", "best_lr", "seeds", "test_acc_mean", "test_acc_std",
@@ -217,6 +217,33 @@ def test_outputs_csv_columns_and_files(iris_result, tmp_path):
   assert "where homogeneity ranks" in md and "hom-partI" in md
   for f in ("compare/iris.png", "compare/time_per_step.png", "compare/iris.json"):
     assert (tmp_path / f).stat().st_size > 0
+
+
+def test_outputs_json_is_written_before_the_plot(iris_result, tmp_path, monkeypatch):
+  """A plotting failure loses no training (as in reproduce)."""
+  def broken_plot(*args, **kwargs):
+    raise OSError("disk full while plotting")
+  monkeypatch.setattr(compare, "plot_dataset", broken_plot)
+  with pytest.raises(OSError, match="plotting"):
+    compare.write_outputs(tmp_path, {"iris": iris_result}, "cmd", 1.0)
+  assert report.load_json(tmp_path / "compare" / "iris.json")["config"]["seeds"] == [0, 1]
+
+
+def test_seed004_keeps_the_finished_tasks_of_a_failed_run(tmp_path):
+  """seed004.csv is written after each task: a failure in the next keeps it."""
+  iris = datasets.load("iris")
+  task = dict(task="iris-logreg", data=iris, stand_in=None, batch_size=32, epochs=1,
+              model=models.logistic_regression(4, 3), model_name="logistic regression 4-3")
+  broken = dict(task, task="broken", model=None)
+  with pytest.raises(AttributeError):
+    compare.run_seed004(tmp_path, seeds=np.array([0, 1]), quick=True, tasks=[task, broken],
+                        log=lambda *a: None)
+  with open(tmp_path / "seed004.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["task"], r["method"]) for r in rows] == [("iris-logreg", "backprop"),
+                                                      ("iris-logreg", "forward")]
+  assert compare.seed004_other_run(tmp_path, seeds=2, quick=True) is None
+  assert "seeds 2" in compare.seed004_other_run(tmp_path, seeds=2, quick=False)
 
 
 def test_cli_quick_subset(tmp_path):

@@ -372,6 +372,25 @@ def test_tfds_penguins(tmp_path, mock_tfds):
   np.testing.assert_allclose(ds.x_train.mean(0), 0.0, atol=1e-5)
 
 
+def test_tfds_copy_that_cannot_be_read_is_named(tmp_path, monkeypatch, fresh_cache):
+  """Records that fail to read (a damaged array_record copy) give a ValueError
+  naming the dataset, the place and the split, which the CLIs report with exit 2."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  class Damaged:
+    def __len__(self):
+      return 3
+
+    def __getitem__(self, i):
+      raise OSError("Failed to read chunk: corrupted record")
+
+  monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: Damaged())
+  with pytest.raises(ValueError, match=(
+      rf"tfds kmnist in {re.escape(str(tmp_path))}: split 'train' cannot be read"
+      r" \(OSError: Failed to read chunk: corrupted record\)")):
+    datasets.load("kmnist", source="tfds", data_dir=tmp_path)
+
+
 # --------------------------------------------------------------------------
 # The real Fashion-MNIST (Debian package dataset-fashion-mnist).
 
