@@ -122,8 +122,11 @@ def _stride(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _checkpointer():
+  # Synchronous: every save is waited for anyway, and after a failed save the
+  # asynchronous StandardCheckpointer leaves threads that keep the process from
+  # exiting (orbax-checkpoint 0.12.8).
   import orbax.checkpoint as ocp
-  return ocp.StandardCheckpointer()
+  return ocp.Checkpointer(ocp.StandardCheckpointHandler())
 
 
 def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, progress=None):
@@ -206,8 +209,7 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
         shutil.rmtree(tmp)
       hist = {k: np.stack(v, axis=1) if v[0].ndim == 1 else np.concatenate(v, axis=1)
               for k, v in dataclasses.asdict(history).items() if v}
-      checkpointer.save(tmp, dict(carry=carry, history=hist))
-      checkpointer.wait_until_finished()
+      checkpointer.save(tmp, dict(carry=carry, history=hist))  # synchronous
       report.atomic_write_text(ckpt_dir / "latest.json", json.dumps(dict(config=config, epoch=done)))
     except Exception as e:  # noqa: BLE001 - checkpoints are optional: a full disk must not lose the row
       failed.append(e)

@@ -3,7 +3,10 @@ and nothing already computed lost (``experiments.reproduce``, ``experiments.comp
 
 import csv
 import os
+import pathlib
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -150,6 +153,23 @@ def test_reproduce_a_failed_checkpoint_save_does_not_lose_the_row(tmp_path, monk
   assert "goes on without checkpoints" in err
   assert [(c.saves, c.closed) for c in made] == [(1, True)]  # no retry every epoch
   assert reproduce._row_status(_row_file(tmp_path), [0, 1], "iris", "iris") == "done"
+
+
+def test_reproduce_exits_after_a_real_failed_checkpoint_save(tmp_path):
+  """With orbax itself (no stand-in): the row's checkpoint folder is a file, so the
+  save fails mid-run; the row is written and the process exits (with the async
+  StandardCheckpointer it trained, wrote the row, and then hung at exit)."""
+  blocked = tmp_path / "checkpoints" / "iris" / ROW
+  blocked.parent.mkdir(parents=True)
+  blocked.write_text("a file")
+  child = subprocess.run(
+      [sys.executable, "-m", "experiments.reproduce", "--table", "iris", "--seeds", "1",
+       "--rows", ROW, "--checkpoint-every", "1", "--out", str(tmp_path), "--quiet"],
+      cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+      timeout=240)
+  assert child.returncode == 0, child.stderr[-2000:]
+  assert "could not be saved" in child.stderr
+  assert reproduce._row_status(_row_file(tmp_path), [0], "iris", "iris") == "done"
 
 
 def test_reproduce_a_row_file_without_a_summary_field_is_unreadable(tmp_path, monkeypatch, capsys,
