@@ -323,11 +323,9 @@ def _load_tfds(tfds_name: str, splits: tuple[str, ...], data_dir: Optional[str],
     # tfds reports a dataset that is not prepared with assorted exception
     # types (and, for TFRecord-only data, a misleading message), so every
     # failure becomes one entry in the caller's list of places tried.
-    where = data_dir or _tfds_default_data_dir(tfds)
-    first_line = str(e).splitlines()[0] if str(e) else ""
     raise _NotThere(
-        f"tfds {tfds_name} in {where}: no array_record copy prepared there"
-        f" (tfds said {type(e).__name__}: {first_line})"
+        f"tfds {tfds_name} in {data_dir or _tfds_default_data_dir(tfds)}: no array_record"
+        f" copy prepared there (tfds said {_said(e)})"
     ) from e
   arrays = {}
   for split, source in sources.items():
@@ -336,16 +334,19 @@ def _load_tfds(tfds_name: str, splits: tuple[str, ...], data_dir: Optional[str],
     except Exception as e:  # pylint: disable=broad-except
       # A prepared copy whose records cannot be read (damaged or truncated
       # files): an error naming it, as for damaged IDX files, not a traceback.
-      where = data_dir or _tfds_default_data_dir(tfds)
-      first_line = str(e).splitlines()[0] if str(e) else ""
       raise ValueError(
-          f"tfds {tfds_name} in {where}: split {split!r} cannot be read"
-          f" ({type(e).__name__}: {first_line}); its files may be damaged"
+          f"tfds {tfds_name} in {data_dir or _tfds_default_data_dir(tfds)}: split {split!r}"
+          f" cannot be read ({_said(e)}); its files may be damaged"
       ) from e
     inputs.flags.writeable = False  # Shared by every later call.
     labels.flags.writeable = False
     arrays[split] = (inputs, labels)
   return arrays, f"tfds.data_source({tfds_name!r}, data_dir={data_dir!r})"
+
+
+def _said(e: Exception) -> str:
+  """An exception's type and the first line of its message."""
+  return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _tfds_default_data_dir(tfds) -> str:

@@ -342,20 +342,24 @@ def _nothing_runs(monkeypatch):
     monkeypatch.setattr(compare, name, lambda *a, **k: pytest.fail("nothing should run"))
 
 
+def _quick_compare_refused(protocol, out, capsys) -> str:
+  """Runs a --quick compare (Iris only) into ``out``; it must exit 2. Returns stderr."""
+  argv = ["--protocol", protocol, "--quick", "--out", str(out)]
+  if protocol == "compare":
+    argv += ["--dataset", "iris"]
+  with pytest.raises(SystemExit) as info:
+    compare.main(argv)
+  assert info.value.code == 2
+  return capsys.readouterr().err
+
+
 @pytest.mark.parametrize("protocol", ["compare", "seed004"])
 def test_compare_out_that_is_a_file(tmp_path, monkeypatch, capsys, protocol):
   # Checked before anything trains: the first write would fail only after all of it.
   _nothing_runs(monkeypatch)
   target = tmp_path / "a-file"
   target.write_text("not a directory")
-  argv = ["--protocol", protocol, "--quick", "--out", str(target)]
-  if protocol == "compare":
-    argv += ["--dataset", "iris"]
-  with pytest.raises(SystemExit) as info:
-    compare.main(argv)
-  assert info.value.code == 2
-  err = capsys.readouterr().err
-  assert f"error: --out {target}" in err
+  assert f"error: --out {target}" in _quick_compare_refused(protocol, target, capsys)
   assert target.read_text() == "not a directory"
 
 
@@ -375,13 +379,7 @@ def test_compare_something_in_the_way_of_an_output(tmp_path, monkeypatch, capsys
     target.write_text("a file")
   else:
     target.mkdir()
-  argv = ["--protocol", protocol, "--quick", "--out", str(tmp_path)]
-  if protocol == "compare":
-    argv += ["--dataset", "iris"]
-  with pytest.raises(SystemExit) as info:
-    compare.main(argv)
-  assert info.value.code == 2
-  assert str(target) in capsys.readouterr().err
+  assert str(target) in _quick_compare_refused(protocol, tmp_path, capsys)
 
 
 def test_compare_unreadable_compare_csv_is_named(tmp_path, monkeypatch, capsys):
