@@ -65,6 +65,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import jax
@@ -357,16 +358,24 @@ COLUMNS = (
 )
 
 
+def _size(text: str) -> float:
+  """argparse type of --sizes: a number of parameters >= 1 (1e5 and 100000 alike)."""
+  value = common.positive_float(text)
+  if value < 1 or value != int(value):
+    raise argparse.ArgumentTypeError(f"must be a whole number of parameters >= 1, got {text}")
+  return value
+
+
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
-  p.add_argument("--sizes", type=float, nargs="*", default=None,
+  p.add_argument("--sizes", type=_size, nargs="+", default=None,
                  help="values of P (default 1e5 1e6 1e7 1e8; --quick: 1e5 1e6; others make"
                       " the run partial)")
-  p.add_argument("--leaves", type=int, default=1,
+  p.add_argument("--leaves", type=common.positive_int, default=1,
                  help="split the vector into this many leaves (other than 1: a partial run)")
-  p.add_argument("--reps", type=int, default=None,
+  p.add_argument("--reps", type=common.positive_int, default=None,
                  help="timings per arm (default 9; 5 at P >= 1e8)")
-  p.add_argument("--calls", type=int, default=None,
+  p.add_argument("--calls", type=common.positive_int, default=None,
                  help="steps per timing, run in one jitted fori_loop when > 1 (default 1 on the"
                       " CPU, 20 on a GPU, where a call's dispatch and wait is tens of µs;"
                       " another value makes the run partial: kept in benchmarks/results/ only"
@@ -375,8 +384,6 @@ def main(argv=None):
                  help="instead: the Part I update with N and D summed stacked vs directly"
                       " (default sizes 1e5 2.5e5 5e5 1e6 2e6; 15 calls each)")
   args = p.parse_args(argv)
-  if args.calls is not None and args.calls < 1:
-    p.error(f"--calls must be at least 1, got {args.calls}")
   if args.calls is not None and args.sums_forms:
     p.error("--calls does not apply to --sums-forms")
   if args.leaves != 1 and args.sums_forms:

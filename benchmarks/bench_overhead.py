@@ -242,9 +242,10 @@ def bench_config(name, kind, hidden, batch, steps, reps, arms=ARMS):
 
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
-  p.add_argument("--steps", type=int, default=None,
+  p.add_argument("--steps", type=common.positive_int, default=None,
                  help=f"steps per timed run (default {STEPS}; another value makes the run partial)")
-  p.add_argument("--reps", type=int, default=None, help="repetitions (default 7; deep MLP 5)")
+  p.add_argument("--reps", type=common.positive_int, default=None,
+                 help="repetitions (default 7; deep MLP 5)")
   p.add_argument("--arms", nargs="+", choices=ARMS + EXTRA_ARMS, default=None,
                  help=f"arms to time (default: {' '.join(ARMS)}); adam is always timed. A run"
                       " without every default arm is partial: kept in benchmarks/results/"

@@ -176,6 +176,22 @@ def table(rows) -> str:
   return "\n".join(out)
 
 
+def _pin_problem(pin: str) -> str | None:
+  """Why ``taskset -c PIN`` would fail here (a CPU list this process may not use), or None."""
+  allowed = os.sched_getaffinity(0)
+  cpus = set()
+  try:
+    for part in pin.split(","):
+      first, _, last = part.partition("-")
+      cpus.update(range(int(first), int(last or first) + 1))
+  except ValueError:
+    return "not a CPU list such as 0, 0,1 or 0-1"
+  missing = sorted(cpus - allowed)
+  if not cpus or missing:
+    return f"CPU(s) {missing or pin} not available here (this process may use {sorted(allowed)})"
+  return None
+
+
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   child = None
@@ -185,13 +201,16 @@ def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
   p.add_argument("--bench", choices=tuple(DEFAULT_ARGS), default="overhead",
                  help="the benchmark to repeat (default: overhead)")
-  p.add_argument("--runs", type=int, default=RUNS, help=f"runs (default {RUNS})")
+  p.add_argument("--runs", type=common.positive_int, default=RUNS, help=f"runs (default {RUNS})")
   p.add_argument("--pin", default=None,
                  help="CPUs for every run (taskset -c PIN), e.g. 0; default: not pinned")
-  p.add_argument("--timeout", type=float, default=None, help="seconds per run (default: none)")
+  p.add_argument("--timeout", type=common.positive_float, default=None,
+                 help="seconds per run (default: none)")
   args = p.parse_args(argv)
-  if args.runs < 1:
-    p.error(f"--runs must be at least 1, got {args.runs}")
+  if args.pin is not None:
+    problem = _pin_problem(args.pin)
+    if problem:
+      p.error(f"--pin {args.pin}: {problem}")
   default = list(DEFAULT_ARGS[args.bench])
   child = default if child is None else child
   for bad in ("--no-write", "--platform", "--tag"):

@@ -380,8 +380,9 @@ def group_line(row) -> str:
 
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
-  p.add_argument("--reps", type=int, default=None, help="timed runs per arm (default 5 Iris, 3 MNIST)")
-  p.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=PROBLEMS,
+  p.add_argument("--reps", type=common.positive_int, default=None,
+                 help="timed runs per arm (default 5 Iris, 3 MNIST)")
+  p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS,
                  help=f"problems to time (default {' '.join(PROBLEMS)}; a subset makes the run"
                       " partial)")
   p.add_argument("--groups", nargs="*", type=int, default=list(GROUPS),

@@ -170,11 +170,11 @@ COLUMNS = (
 
 def main(argv=None):
   p = common.parser(__doc__.split("\n")[0])
-  p.add_argument("--steps", type=int, default=None,
+  p.add_argument("--steps", type=common.positive_int, default=None,
                  help=f"steps per timed run (default {bench_overhead.STEPS}; another value"
                       " makes the run partial)")
-  p.add_argument("--reps", type=int, default=None, help="repetitions (default 15)")
-  p.add_argument("--batches", type=int, nargs="*", default=list(BATCHES),
+  p.add_argument("--reps", type=common.positive_int, default=None, help="repetitions (default 15)")
+  p.add_argument("--batches", type=common.positive_int, nargs="+", default=list(BATCHES),
                  help=f"batch sizes (default {' '.join(map(str, BATCHES))}; others make the run"
                       " partial)")
   args = p.parse_args(argv)

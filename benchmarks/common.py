@@ -37,6 +37,28 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT_DIRS = (ROOT / "benchmarks" / "out", ROOT / "benchmarks" / "results")
 
 
+def positive_int(text: str) -> int:
+  """argparse type: an int >= 1 (argparse names the option when it refuses one)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+  return value
+
+
+def positive_float(text: str) -> float:
+  """argparse type: a finite float > 0."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+  if not (0.0 < value < float("inf")):
+    raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+  return value
+
+
 def parser(description: str) -> argparse.ArgumentParser:
   """An argument parser with the options every benchmark shares."""
   p = argparse.ArgumentParser(description=description)

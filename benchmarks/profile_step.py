@@ -30,7 +30,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from benchmarks import bench_overhead
+from benchmarks import bench_overhead, common
 
 STEPS = 200
 RUNS = 5
@@ -159,8 +159,8 @@ def main(argv=None):
   p.add_argument("--arms", nargs="+", default=["adam", "part1"],
                  choices=bench_overhead.ARMS + bench_overhead.EXTRA_ARMS,
                  help="arms to profile (default: adam part1); the last minus the first is printed")
-  p.add_argument("--batch", type=int, default=128)
-  p.add_argument("--top", type=int, default=20, help="kernels listed per arm")
+  p.add_argument("--batch", type=common.positive_int, default=128)
+  p.add_argument("--top", type=common.positive_int, default=20, help="kernels listed per arm")
   p.add_argument("--hlo-dir", default=None,
                  help="also write each arm's compiled program (HLO text) into this folder")
   p.add_argument("--iris-seeds", action="store_true",

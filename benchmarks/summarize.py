@@ -19,11 +19,24 @@ import sys
 from benchmarks import common
 
 
+TABLES = ("overhead", "torch", "memory", "seeds", "repeat", "repeat_seeds")
+
+
+def record_path(name, platform, tag=""):
+  return common.ROOT / "benchmarks" / "results" / f"{name}_{platform}{'_' + tag if tag else ''}.json"
+
+
 def load(name, platform, tag=""):
-  path = common.ROOT / "benchmarks" / "results" / f"{name}_{platform}{'_' + tag if tag else ''}.json"
+  """The record, None if there is none, or SystemExit naming an unreadable file."""
+  path = record_path(name, platform, tag)
   if not path.exists():
     return None
-  record = json.loads(path.read_text())
+  try:
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict):
+      raise ValueError("not a JSON object")
+  except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+    raise SystemExit(f"summarize: {path}: not a readable benchmark record ({e})") from None
   if record.get("quick") or record.get("partial"):
     print(f"warning: {path.relative_to(common.ROOT)} is a {'--quick' if record.get('quick') else 'partial'}"
           " run, not a full one", file=sys.stderr)
@@ -257,7 +270,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--platform", default="cpu")
   p.add_argument("--tag", default="", help="the --tag the results were written with")
-  p.add_argument("--only", nargs="*", default=None,
+  p.add_argument("--only", nargs="+", default=None, choices=TABLES,
                  help="overhead, torch, memory, seeds, repeat, repeat_seeds (the last two only"
                       " when named)")
   args = p.parse_args(argv)
@@ -270,8 +283,16 @@ def main(argv=None):
     if (args.only and name not in args.only) or (name.startswith("repeat") and not args.only):
       continue
     rec = load(name, args.platform, args.tag)
+    if rec:
+      try:
+        table = fn(rec)
+      except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise SystemExit(f"summarize: {record_path(name, args.platform, args.tag)}: an incomplete"
+                         f" or damaged record ({type(e).__name__}: {e})") from None
+    else:
+      table = f"(no results for {name} on {args.platform} {args.tag})"
     print(f"### {title}\n")
-    print(fn(rec) if rec else f"(no results for {name} on {args.platform} {args.tag})")
+    print(table)
     print()
 
 

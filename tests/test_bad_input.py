@@ -610,6 +610,42 @@ def test_zero_params_and_average_give_finite_updates(rule, history, step, direct
 
 
 @pytest.mark.parametrize("rule", homax.RULES)
+def test_zero_params_and_average_with_eps_zero(rule):
+  """eps=0 is allowed: with all-zero params and average D = 0, yet the derivative
+  is 0 for every rule (the exact rule's 0/0 used to be NaN) and the update finite;
+  only the metric S = 1 - 0/0 is NaN."""
+  zeros = jax.tree.map(jnp.zeros_like, params_tree())
+  d = homax.homogeneity_derivative(zeros, zeros, 0.5, rule=rule, eps=0.0)
+  for leaf in jax.tree.leaves(d):
+    assert np.all(np.asarray(leaf) == 0.0)
+  tx = optax.chain(optax.sgd(1e-2), homax.homogeneity(1e-2, rule=rule, eps=0.0))
+  updates, state = tx.update(zeros, tx.init(zeros), zeros)
+  for leaf in jax.tree.leaves(updates):
+    assert np.all(np.asarray(leaf) == 0.0)
+  assert np.isnan(float(homax.find_state(state).similarity))
+
+
+def test_exact_rule_with_eps_zero_is_the_formula_where_d_is_positive():
+  """The zero-numerator guard changes nothing where D > 0 (signed zeros included)."""
+  p = {"w": jnp.array([0.0, -0.0, 1.0, -2.0, 0.5, 0.0])}
+  a = {"w": jnp.array([0.0, 0.0, 1.0, 3.0, -0.5, 2.0])}
+  n, d = homax.sums(p, a, eps=0.0)
+  expected = (d * jnp.sign(p["w"] - a["w"]) - n * jnp.sign(p["w"])) / (d * d)
+  got = homax.homogeneity_derivative(p, a, 0.0, rule="exact", eps=0.0)["w"]
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+  assert np.array_equal(np.signbit(np.asarray(got)), np.signbit(np.asarray(expected)))
+
+
+@pytest.mark.parametrize("function", ["sums", "similarity"])
+def test_complex_leaves_are_refused_by_the_sums(function):
+  p = {"w": jnp.array([1.0 + 1.0j, 2.0])}
+  with raises_naming(TypeError, "params['w']", ["complex64"]):
+    getattr(homax, function)(p, {"w": jnp.zeros(2)})
+  with raises_naming(TypeError, "average['w']", ["int32"]):
+    getattr(homax, function)({"w": jnp.ones(2)}, {"w": jnp.zeros(2, jnp.int32)})
+
+
+@pytest.mark.parametrize("rule", homax.RULES)
 def test_signed_zeros_give_finite_updates(rule):
   signed = {"w": jnp.array([0.0, -0.0, 0.0, -0.0, 1.0]), "b": jnp.array([-0.0])}
   average = {"w": jnp.array([-0.0, 0.0, 0.0, -0.0, -1.0]), "b": jnp.array([0.0])}

@@ -68,7 +68,7 @@ def test_a_timing_of_k_calls_runs_k_steps_on_the_device_and_returns_seconds_per_
 def test_calls_must_be_positive_and_not_with_sums_forms(capsys):
   assert_refused(bench_memory.main, ["--calls", "0", "--sizes", "1e3", "--reps", "1",
                                      "--no-write", "--platform", "cpu"], capsys,
-                 "--calls must be at least 1, got 0")
+                 "argument --calls: must be an int >= 1, got 0")
   assert_refused(bench_memory.main,
                  ["--calls", "2", "--sums-forms", "--no-write", "--platform", "cpu"], capsys,
                  "--calls does not apply to --sums-forms")

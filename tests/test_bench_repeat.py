@@ -1,6 +1,7 @@
 """bench_repeat: bench_overhead in fresh processes, and how often each target is met."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -157,7 +158,25 @@ def test_arguments_bench_repeat_sets_are_refused_after_the_separator(bad, capsys
 
 def test_runs_must_be_positive(capsys):
   assert_refused(bench_repeat.main, ["--runs", "0", "--no-write"], capsys,
-                 "--runs must be at least 1, got 0")
+                 "argument --runs: must be an int >= 1, got 0")
+
+
+@pytest.mark.parametrize("pin, message", [
+    ("999", "--pin 999: CPU(s) [999] not available here"),
+    ("0-999", "--pin 0-999: CPU(s) ["),
+    ("x", "--pin x: not a CPU list"),
+    ("", "--pin : not a CPU list"),
+])
+def test_pin_must_name_cpus_of_this_machine(pin, message, capsys):
+  """Refused before any run (taskset used to fail in the first child)."""
+  assert_refused(bench_repeat.main, ["--pin", pin, "--no-write"], capsys, message)
+
+
+def test_pin_accepts_the_cpus_this_process_may_use():
+  cpus = sorted(os.sched_getaffinity(0))
+  assert bench_repeat._pin_problem(str(cpus[0])) is None
+  assert bench_repeat._pin_problem(",".join(map(str, cpus))) is None
+  assert bench_repeat._pin_problem(f"{cpus[0]}-{cpus[-1]}") is None or len(cpus) != cpus[-1] - cpus[0] + 1
 
 
 def test_one_real_run_in_a_child_process():

@@ -301,6 +301,24 @@ def state_sharding_types_init_match_update():
 
 
 @check
+def explicit_mesh_initial_average_gets_the_params_sharding():
+  """An initial_average built without a sharding (jnp.full) is resharded like the
+  params at init, so the first update runs (it failed in the derivative's selects)."""
+  mesh = explicit_mesh()
+  with jax.set_mesh(mesh):
+    params = jnp.zeros((2, 8, 4), dtype=jnp.float32, out_sharding=named(mesh, None, "x"))
+    average = jnp.full((2, 8, 4), 0.5)
+    for history in (False, True):
+      tx = optax.chain(optax.adam(1.0), homax.homogeneity(1.0, history=history,
+                                                          initial_average=average))
+      state0 = tx.init(params)
+      avg = homax.find_state(state0).running_average
+      assert jax.typeof(avg).sharding.spec == jax.typeof(params).sharding.spec, history
+      _, state1 = jax.block_until_ready(tx.update(params, state0, params))
+      assert_same_types(state0, state1, f"history={history}")
+
+
+@check
 def state_sharding_types_preserved_with_jit():
   mesh = explicit_mesh()
   with jax.set_mesh(mesh):

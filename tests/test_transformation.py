@@ -497,6 +497,85 @@ def test_step_accepts_any_optax_transformation(name, transformation):
   assert np.max(np.abs(other - named)) > 1e-3 * np.max(np.abs(named - run(optax.identity())))
 
 
+def test_step_receives_extra_args():
+  """``update``'s extra keyword arguments reach the step optimizer, as optax.chain
+  passes them on (reduce_on_plateau needs ``value=``; it used to raise)."""
+  plateau = optax.contrib.reduce_on_plateau(patience=1, factor=0.5)
+  step = optax.chain(optax.sgd(0.1), plateau)
+  opt = optax.chain(optax.adam(0.1), homax.homogeneity(0.1, step=step, initial_average=AVERAGE))
+  state = opt.init(PARAMS)
+  for value in (1.0, 2.0, 3.0):  # worse and worse: the plateau lowers the scale
+    _, state = opt.update(GRADS, state, PARAMS, value=jnp.float32(value))
+  (plateau_state,) = [s for s in jax.tree.leaves(
+      homax.find_state(state).step_state,
+      is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
+      if isinstance(s, optax.contrib.ReduceLROnPlateauState)]
+  assert float(plateau_state.best_value) == 1.0 and float(plateau_state.scale) < 1.0
+
+
+def test_a_step_state_with_prng_keys():
+  """A custom step whose state holds typed PRNG keys (the in-place ordering of
+  the running average reads floating-point buffers only; it used to fail)."""
+  def init(params):
+    return {"keys": jax.random.split(jax.random.key(0), 2), "m": jax.tree.map(jnp.zeros_like, params)}
+
+  def update(updates, state, params=None):
+    del params
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(state["keys"])
+    return updates, {"keys": keys, "m": jax.tree.map(lambda m, u: 0.5 * m + u, state["m"], updates)}
+
+  opt = optax.chain(optax.adam(0.1), homax.homogeneity(
+      0.1, step=optax.GradientTransformation(init, update), initial_average=AVERAGE))
+  plain = optax.chain(optax.adam(0.1), homax.homogeneity(0.1, step=optax.identity(),
+                                                         initial_average=AVERAGE))
+  got, state = three_steps(opt, PARAMS, GRADS)  # jitted
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(three_steps(plain, PARAMS, GRADS)[0]))
+  assert homax.find_state(state).step_state["keys"].shape == (2,)
+
+
+def test_initial_average_is_copied_so_the_state_can_be_donated():
+  """The state owns its running average: donating params and state in a jitted
+  step leaves the caller's initial_average alive, also when it is the params
+  themselves (which donated one buffer twice)."""
+  grads = {"w": GRADS}
+
+  def train(opt, params):
+    def step(p, s):
+      u, s = opt.update(grads, s, p)
+      return optax.apply_updates(p, u), s
+    state = opt.init(params)
+    return jax.jit(step, donate_argnums=(0, 1))(params, state)
+
+  average = {"w": AVERAGE + 0.0}
+  opt = optax.chain(optax.adam(0.1), homax.homogeneity(0.1, initial_average=average))
+  state = opt.init({"w": PARAMS + 0.0})
+  assert homax.find_state(state).running_average["w"] is not average["w"]
+  jax.block_until_ready(train(opt, {"w": PARAMS + 0.0}))
+  np.testing.assert_array_equal(np.asarray(average["w"]), np.asarray(AVERAGE))  # not deleted
+  for initial in ("params", lambda q: q):
+    params = {"w": PARAMS + 0.0}
+    opt = optax.chain(optax.adam(0.1), homax.homogeneity(
+        0.1, initial_average=params if initial == "params" else initial))
+    jax.block_until_ready(train(opt, params))  # not "donate the same buffer twice"
+
+
+def test_differentiating_through_update_as_documented():
+  """``homogeneity``'s docstring: the gradient through a Part I update is NaN where
+  the step Adam's input is 0 (step 0 with the zero average), as for optax.adam;
+  ``eps_root`` or ``step="sgd"`` make it finite."""
+  def loss(eta_h, step):
+    opt = optax.chain(optax.adam(0.1), homax.homogeneity(eta_h, step=step))
+    params, state = PARAMS, opt.init(PARAMS)
+    for _ in range(2):
+      updates, state = opt.update(GRADS, state, params)
+      params = optax.apply_updates(params, updates)
+    return jnp.sum(params ** 2)
+
+  assert np.isnan(float(jax.grad(loss)(0.01, "adam")))
+  assert np.isfinite(float(jax.grad(loss)(0.01, optax.adam(0.01, eps_root=1e-16))))
+  assert np.isfinite(float(jax.grad(loss)(0.01, "sgd")))
+
+
 def _cases(theta, avg):
   out = []
   for x, y in zip(np.asarray(theta).tolist(), np.asarray(avg).tolist()):

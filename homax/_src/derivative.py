@@ -116,6 +116,8 @@ def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Arr
     eps: :math:`\varepsilon \ge 0` in :math:`D` (default ``1e-8``).
   """
   _check_eps(eps)
+  _check_floating(params, "params")
+  _check_floating(average, "average")
   _check_same_shapes(params, average)
   leaves = jax.tree_util.tree_leaves(params)
   avg_leaves = jax.tree_util.tree_leaves(average)
@@ -253,7 +255,10 @@ def _leaf_coefficient(p: Array, a: Array, n: Array, d: Array, rule: str, consts=
   if rule == "exact":
     sign_diff = jnp.sign(p - a)
     sign_p = jnp.sign(p)
-    return (d * sign_diff - n * sign_p) / (d * d), None
+    numerator = d * sign_diff - n * sign_p
+    # A zero numerator gives (signed) zero even where D = 0 (eps=0 with all-zero
+    # params and average), not 0/0; for D > 0 this is the quotient, bit for bit.
+    return jnp.where(numerator == 0, numerator, numerator / (d * d)), None
   k = _case_constants(n, d) if consts is None else consts
   zero = jnp.zeros((), k["c1"].dtype)
   if rule == "paper":

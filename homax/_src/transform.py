@@ -132,6 +132,28 @@ def _check_average(params, average) -> None:
       )
 
 
+def _state_copy(a, p):
+  """``a`` as the state's own array: ``p``'s dtype and, under an explicit mesh,
+  its sharding.
+
+  A copy, never the caller's buffer: a training step that donates its params
+  and state would otherwise delete the caller's ``initial_average`` (or
+  donate one buffer twice when it is the params themselves), as
+  ``optax.contrib.schedule_free`` copies its params for the same reason.
+  """
+  if isinstance(p, jax.ShapeDtypeStruct):  # abstract init: no buffer to share
+    return jnp.asarray(a, p.dtype)
+  a = jnp.array(a, dtype=p.dtype, copy=True)
+  sharding = getattr(jax.typeof(p), "sharding", None)
+  spec = getattr(sharding, "spec", None)
+  if (spec is not None and any(axis is not None for axis in spec)
+      and getattr(jax.typeof(a), "sharding", None) != sharding):
+    # Explicitly sharded params (sharding in the type): the average must be
+    # sharded alike, or the first update's selects refuse the mix.
+    a = jax.sharding.reshard(a, sharding)
+  return a
+
+
 # Passing one of these uncalled (``linear`` for ``linear(T)``) is an error.
 _SCHEDULE_FACTORIES = (
     schedules_lib.fixed, schedules_lib.linear, schedules_lib.dynamic, schedules_lib.hybrid,
@@ -240,7 +262,10 @@ def _after_all(scalar, buffers):
 
   def cpu(x):
     for buffer in buffers:
-      x = _after(x, buffer)
+      # Floating-point buffers only: a custom step's state may hold PRNG keys
+      # or integers, and one floating buffer per output orders the write.
+      if jnp.issubdtype(buffer.dtype, jnp.floating):
+        x = _after(x, buffer)
     return x
 
   return jax.lax.platform_dependent(scalar, cpu=cpu, default=lambda x: x)
@@ -257,7 +282,7 @@ def _step_transformation(step, learning_rate) -> optax.GradientTransformation:
         f"step must be one of {STEPS} or an optax.GradientTransformation, got {step!r}."
     )
   if isinstance(step, optax.GradientTransformation):
-    return step
+    return optax.with_extra_args_support(step)
   raise ValueError(
       f"step must be one of {STEPS} or an optax.GradientTransformation, got {step!r}."
   )
@@ -309,6 +334,19 @@ def homogeneity(
   ``optax.apply_if_finite`` to skip such a step; the skipped step leaves the
   running average, history and count as they were.
 
+  Differentiating through ``update`` (e.g. to tune :math:`\eta_h`): where the
+  step optimizer's input is exactly 0 (every element at step 0 with the
+  default zero average, and any element in case c5, :math:`\theta' = \bar a`),
+  ``step="adam"`` takes :math:`\sqrt{0}`, whose derivative is infinite, and
+  the gradient is NaN, as for ``optax.adam`` itself. Pass
+  ``step=optax.adam(learning_rate, eps_root=1e-16)`` (no longer bit-identical
+  to the seed) or ``step="sgd"``.
+
+  The step count enters the running average as a float32 :math:`k`, as in the
+  seed's float32 arithmetic: from :math:`k = 2^{24}` (16.7 million steps)
+  :math:`k + 1` rounds to :math:`k` and the average drifts even where
+  :math:`\theta'` sits at it.
+
   Args:
     learning_rate: :math:`\eta_h > 0`, a float or a schedule ``count -> value``
       (a JAX array may be 0, as ``optax.inject_hyperparams`` passes a warm-up).
@@ -320,7 +358,8 @@ def homogeneity(
       the default ``False``).
     step: ``"adam"`` (the default: a separate ``optax.adam(learning_rate)`` with torch's
       defaults, Part I), ``"sgd"`` (``optax.sgd(learning_rate)``, Part II) or
-      any ``optax.GradientTransformation`` to turn :math:`\pm\eta_h g` into a step.
+      any ``optax.GradientTransformation`` to turn :math:`\pm\eta_h g` into a step
+      (it receives ``update``'s extra keyword arguments, as in ``optax.chain``).
     direction: ``"descend"`` (default; Part I) or ``"ascend"`` (Part II) along :math:`g`.
     initial_average: :math:`\bar a` before the first step: a pytree like params
       (same structure, shapes and dtypes), a callable ``params -> pytree``, or
@@ -393,7 +432,7 @@ def homogeneity(
       if jax.tree_util.tree_structure(average) == jax.tree_util.tree_structure(params):
         average = jax.tree.map(_as_array, average)
       _check_average(params, average)
-      average = jax.tree.map(lambda a, p: jnp.asarray(a, p.dtype), average, params)
+      average = jax.tree.map(_state_copy, average, params)
     if history:
       hist = jax.tree.map(
           lambda p: jnp.zeros_like(p, derivative_lib._accumulation_dtype(p.dtype)),
@@ -412,7 +451,6 @@ def homogeneity(
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
     if params is None:
       raise ValueError(optax_base.NO_PARAMS_MSG)
     # Python scalars as leaves (init accepts them) become arrays.
@@ -458,8 +496,10 @@ def homogeneity(
     )
     if materialize:
       scaled = jax.tree.map(_materialized, scaled)
+    # Extra arguments (e.g. ``value=`` for optax.contrib.reduce_on_plateau)
+    # reach the step optimizer, as optax.chain passes them on.
     step_updates, step_state = step_tx.update(
-        scaled, state.step_state, _accumulation_tree(theta)
+        scaled, state.step_state, _accumulation_tree(theta), **extra_args
     )
     # The new average is written over the old one, which the sums and Table 1
     # also read: it waits for the buffers computed from them (see _after).
