@@ -81,7 +81,10 @@ def test_seeds_targets_are_lower_bounds():
 @pytest.fixture(autouse=True)
 def _restore_preallocate(monkeypatch):
   """main sets XLA_PYTHON_CLIENT_PREALLOCATE in its own process; restored after each test."""
-  monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+  # setenv records the variable's original state (absent included), which
+  # teardown restores; delenv alone records nothing when it is absent.
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "")
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE")
 
 
 def _fake_run(calls, envs=None):
