@@ -219,6 +219,19 @@ def test_outputs_csv_columns_and_files(iris_result, tmp_path):
     assert (tmp_path / f).stat().st_size > 0
 
 
+def test_summary_means_are_float64_means(iris_result):
+  """The tables' means are of the float32 accuracies taken in float64 (a float32
+  mean printed 96.6945 for the digits accuracies whose mean is 3481/3600 = 96.69444)."""
+  acc = np.array([96.38889, 96.66667, 96.94444, 96.66667, 96.94444, 96.38889, 96.66667,
+                  96.94444, 96.94444, 96.38889], np.float32)  # 3481/36 samples of 360 over 10 seeds
+  assert round(compare._mean(acc), 4) == 96.6944
+  for rec in compare.summarize(iris_result):
+    run = iris_result["runs"][rec["method"]]
+    j = compare.best_lr_index(run)
+    assert rec["test_acc_mean"] == float(np.mean(run.test_acc[j].astype(np.float64)))
+    assert rec["val_acc_mean"] == float(np.mean(run.val_acc[j].astype(np.float64)))
+
+
 def test_outputs_json_is_written_before_the_plot(iris_result, tmp_path, monkeypatch):
   """A plotting failure loses no training (as in reproduce)."""
   def broken_plot(*args, **kwargs):
