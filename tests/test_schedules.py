@@ -159,3 +159,14 @@ def test_traced_arguments_are_refused_with_the_inject_hyperparams_hint():
     jax.jit(lambda t: lambda_schedules.linear(t)(0))(10)
   with pytest.raises(ValueError, match="beta.*static_args"):
     jax.jit(lambda b: lambda_schedules.hybrid(b, 10)(0))(0.9)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: homax.lambda_schedules.fixed(0.5), lambda: homax.lambda_schedules.linear(10),
+    lambda: homax.lambda_schedules.dynamic(), lambda: homax.lambda_schedules.hybrid(0.9, 10),
+])
+def test_lambda_is_float32_also_under_x64(make):
+  """As the module docstring says: the seed's float32 λ, whatever jax's default."""
+  with jax.enable_x64(True):
+    assert jnp.ones(1).dtype == jnp.float64  # x64 is on
+    assert make()(jnp.asarray(3)).dtype == jnp.float32

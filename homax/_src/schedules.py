@@ -4,6 +4,9 @@ Every schedule is a callable from the step count :math:`k = 0, 1, \dots` to
 :math:`\lambda_k`, like an optax schedule. The seed's ``iteration_counter`` is
 :math:`t = k + 2` at step :math:`k` (it starts at 1 and is incremented before
 use); :math:`T` is ``total_steps``.
+
+Every schedule computes λ in float32, as the seed's float32 tensors see it,
+also under ``jax_enable_x64`` (float64 params then get a λ rounded to float32).
 """
 
 from __future__ import annotations
