@@ -181,11 +181,12 @@ def _pin_problem(pin: str) -> str | None:
   allowed = os.sched_getaffinity(0)
   cpus = set()
   try:
-    for part in pin.split(","):
-      first, _, last = part.partition("-")
-      cpus.update(range(int(first), int(last or first) + 1))
+    for part in pin.split(","):  # taskset's list: 0, 0,1, 0-3 or 0-6:2
+      span, _, stride = part.partition(":")
+      first, _, last = span.partition("-")
+      cpus.update(range(int(first), int(last or first) + 1, int(stride or 1)))
   except ValueError:
-    return "not a CPU list such as 0, 0,1 or 0-1"
+    return "not a CPU list such as 0, 0,1, 0-1 or 0-6:2"
   missing = sorted(cpus - allowed)
   if not cpus or missing:
     return f"CPU(s) {missing or pin} not available here (this process may use {sorted(allowed)})"

@@ -286,7 +286,7 @@ def main(argv=None):
     if rec:
       try:
         table = fn(rec)
-      except (KeyError, TypeError, IndexError, AttributeError) as e:
+      except KeyError as e:  # a field the table reads (bugs in the tables keep their traceback)
         raise SystemExit(f"summarize: {record_path(name, args.platform, args.tag)}: an incomplete"
                          f" or damaged record ({type(e).__name__}: {e})") from None
     else:

@@ -959,11 +959,16 @@ def single_step_us(method: Method, model: models.ModelSpec, data, *, lr: float, 
 
 
 SEED004_COLUMNS = (
-    "task", "data", "stand_in_for", "model", "method", "best_lr", "seeds", "test_acc_mean",
+    "task", "data", "stand_in_for", "model", "method", "best_lr", "seeds", "first_seed",
+    "test_acc_mean",
     "test_acc_std", "test_acc_ci95", "diff_vs_backprop_mean", "diff_ci95_low",
     "diff_ci95_high", "val_acc_mean", "final_train_loss", "us_per_step",
     "us_per_step_vmapped", "compile_s", "epochs", "batch_size", "n_train", "n_test",
     "params", "lrs")
+
+
+# The finished tasks of a seed004 run still going (or interrupted).
+SEED004_PARTIAL = "seed004.partial.csv"
 
 
 def seed004_lrs(quick: bool) -> tuple:
@@ -971,8 +976,10 @@ def seed004_lrs(quick: bool) -> tuple:
   return tuple(SEED004_LRS[3:4] if quick else SEED004_LRS)
 
 
-def seed004_other_run(out: pathlib.Path, *, seeds: int, quick: bool) -> str | None:
-  """Why ``out/seed004.csv`` holds another run's results (seeds, lr grid), or None.
+def seed004_other_run(out: pathlib.Path, *, seeds: int, first_seed: int = 0,
+                      quick: bool) -> str | None:
+  """Why ``out/seed004.csv`` holds another run's results (seeds, first seed, lr
+  grid), or None.
 
   Raises ValueError naming the file if it cannot be read.
   """
@@ -982,15 +989,16 @@ def seed004_other_run(out: pathlib.Path, *, seeds: int, quick: bool) -> str | No
   try:
     with open(path, newline="") as f:
       rows = list(csv.DictReader(f))
-    there = {(int(r["seeds"]), r["lrs"]) for r in rows}
+    there = {(int(r["seeds"]), int(r["first_seed"]), r["lrs"]) for r in rows}
   except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e}); move it away, or use"
                      " another --out") from None
-  now = (seeds, " ".join(f"{x:g}" for x in seed004_lrs(quick)))
-  differ = [f"seeds {n}, lrs {lrs!r} there" for n, lrs in sorted(there) if (n, lrs) != now]
+  now = (seeds, first_seed, " ".join(f"{x:g}" for x in seed004_lrs(quick)))
+  describe = lambda n, first, lrs: f"seeds {n} from {first}, lrs {lrs!r}"  # noqa: E731
+  differ = [describe(*run) + " there" for run in sorted(there) if run != now]
   if not differ:
     return None
-  return f"{'; '.join(differ)}; seeds {now[0]}, lrs {now[1]!r} now"
+  return f"{'; '.join(differ)}; {describe(*now)} now"
 
 
 def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None, command="",
@@ -1020,7 +1028,8 @@ def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None,
       rec = dict(
           task=task["task"], data=task["data"].name,
           stand_in_for=task["stand_in"] or "", model=task["model_name"], method=name,
-          best_lr=_lr(r.lrs[j]), seeds=int(r.seeds.size), test_acc_mean=_mean(test),
+          best_lr=_lr(r.lrs[j]), seeds=int(r.seeds.size), first_seed=int(r.seeds[0]),
+          test_acc_mean=_mean(test),
           test_acc_std=_std(test),
           test_acc_ci95=_t_half(test), val_acc_mean=_mean(r.val_acc[j]),
           final_train_loss=_mean(r.train_loss_curve[j, :, -1]),
@@ -1037,8 +1046,11 @@ def run_seed004(out: pathlib.Path, *, seeds, quick: bool = False, data_dir=None,
       curves[(task["task"], name)] = (r.train_loss_curve[j], r.val_acc_curve[j], rec)
       log(f"  {task['task']:>22} {name:>8}: test {rec['test_acc_mean']:6.2f} ± {rec['test_acc_std']:.2f}"
           f"  lr {rec['best_lr']:g}  {rec['us_per_step']:.1f} µs/step (single model)")
-    # After each task: an interrupted run keeps the tasks it finished.
-    report.write_csv(out / "seed004.csv", [_round(r) for r in records], SEED004_COLUMNS)
+    # After each task, beside the table: an interrupted run keeps the tasks it
+    # finished, and an earlier seed004.csv stays whole until this run's replaces it.
+    report.write_csv(out / SEED004_PARTIAL, [_round(r) for r in records], SEED004_COLUMNS)
+  report.write_csv(out / "seed004.csv", [_round(r) for r in records], SEED004_COLUMNS)
+  (out / SEED004_PARTIAL).unlink(missing_ok=True)
   _plot_seed004(out / "seed004.png", tasks, curves)
   seconds = time.perf_counter() - t0
   report.atomic_write_text(out / "seed004.md", _seed004_markdown(records, tasks, command, seconds, seeds))
@@ -1236,7 +1248,8 @@ def main(argv=None) -> int:
       print(f"error: {e}", file=sys.stderr)
       return 2
     try:
-      other = seed004_other_run(args.out, seeds=args.seeds, quick=args.quick)
+      other = seed004_other_run(args.out, seeds=args.seeds, first_seed=args.first_seed,
+                                quick=args.quick)
     except ValueError as e:
       parser.error(str(e))
     if other:

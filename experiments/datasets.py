@@ -331,7 +331,7 @@ def _load_tfds(tfds_name: str, splits: tuple[str, ...], data_dir: Optional[str],
   for split, source in sources.items():
     try:
       inputs, labels = _read_tfds_split(source, *keys)
-    except Exception as e:  # pylint: disable=broad-except
+    except (OSError, ValueError, RuntimeError, KeyError, IndexError) as e:
       # A prepared copy whose records cannot be read (damaged or truncated
       # files): an error naming it, as for damaged IDX files, not a traceback.
       raise ValueError(

@@ -157,7 +157,7 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
                                 on_epoch_end=on_epoch_end, resume=resume, progress=progress)
   finally:
     if checkpointer is not None:
-      checkpointer.close()  # its background threads would keep a failed run alive
+      checkpointer.close()  # orbax's threads and resources, also when training fails
   stats = report.paired_stats(result.test_acc_h, result.test_acc_a,
                               test_size=int(data.x_test.shape[0]))
   published_diff = row.acc_homogeneity - row.acc_adam
@@ -204,14 +204,16 @@ def _checkpoint_hooks(trainer, data, seeds, config, ckpt_dir, every, epochs):
     if failed or (done % every and done != epochs):
       return
     tmp = ckpt_dir / f"epoch-{done}"
+    hist = {k: np.stack(v, axis=1) if v[0].ndim == 1 else np.concatenate(v, axis=1)
+            for k, v in dataclasses.asdict(history).items() if v}
     try:
       if tmp.exists():
         shutil.rmtree(tmp)
-      hist = {k: np.stack(v, axis=1) if v[0].ndim == 1 else np.concatenate(v, axis=1)
-              for k, v in dataclasses.asdict(history).items() if v}
       checkpointer.save(tmp, dict(carry=carry, history=hist))  # synchronous
       report.atomic_write_text(ckpt_dir / "latest.json", json.dumps(dict(config=config, epoch=done)))
-    except Exception as e:  # noqa: BLE001 - checkpoints are optional: a full disk must not lose the row
+    except OSError as e:
+      # Checkpoints are optional: a full disk or a file in the way must not lose
+      # the row (orbax raises the OSError of the failed write).
       failed.append(e)
       print(f"warning: checkpoint {tmp} could not be saved ({type(e).__name__}:"
             f" {str(e).splitlines()[0] if str(e) else ''}); row {config['row']} goes on without"
@@ -398,16 +400,10 @@ def main(argv=None) -> int:
   data_name = args.data or TABLES[args.table][1]
   seeds = np.arange(args.first_seed, args.first_seed + args.seeds)
   name = output_name(args.table, data_name)
-  # Every folder the run writes into, before any training: a file in the way
-  # (e.g. <out>/<name>) would otherwise fail the first row after it trained.
-  folders = [args.out, args.out / name / "rows"]
-  if args.checkpoint_every:
-    folders.append(args.out / "checkpoints" / name)
-  for folder in folders:
-    problem = check_out(folder)
-    if problem:
-      print(f"error: {problem}", file=sys.stderr)
-      return 2
+  problem = check_out(args.out)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
   try:
     data = datasets.load(data_name, data_dir=args.data_dir)
   except datasets.DatasetUnavailable as e:
@@ -423,6 +419,17 @@ def main(argv=None) -> int:
     print(f"error: --data {data_name} has {n_train} training samples; the {args.table} rows'"
           f" published T (hence λ and the B-variants' η_h) assume {protocol_n}", file=sys.stderr)
     return 2
+  # Every folder the run writes into, before any training (and once the data is
+  # known, so that a bad --data leaves none behind): a file in the way, e.g.
+  # <out>/<name>, would otherwise fail the first row after it trained.
+  folders = [args.out / name / "rows"]
+  if args.checkpoint_every:
+    folders.append(args.out / "checkpoints" / name)
+  for folder in folders:
+    problem = check_out(folder)
+    if problem:
+      print(f"error: {problem}", file=sys.stderr)
+      return 2
   stand_in = data_name != TABLES[args.table][1]
   print(f"table {args.table}: {len(rows)} rows × {args.seeds} paired seeds on {data_name}"
         + (f" (STAND-IN for {TABLES[args.table][0]}: published numbers are {TABLES[args.table][0]})" if stand_in else "")

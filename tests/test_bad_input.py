@@ -613,7 +613,7 @@ def test_zero_params_and_average_give_finite_updates(rule, history, step, direct
 def test_zero_params_and_average_with_eps_zero(rule):
   """eps=0 is allowed: with all-zero params and average D = 0, yet the derivative
   is 0 for every rule (the exact rule's 0/0 used to be NaN) and the update finite;
-  only the metric S = 1 - 0/0 is NaN."""
+  only the metrics are NaN: S = 1 - 0/0, and H, which carries it on."""
   zeros = jax.tree.map(jnp.zeros_like, params_tree())
   d = homax.homogeneity_derivative(zeros, zeros, 0.5, rule=rule, eps=0.0)
   for leaf in jax.tree.leaves(d):
@@ -623,6 +623,7 @@ def test_zero_params_and_average_with_eps_zero(rule):
   for leaf in jax.tree.leaves(updates):
     assert np.all(np.asarray(leaf) == 0.0)
   assert np.isnan(float(homax.find_state(state).similarity))
+  assert np.isnan(float(homax.find_state(state).homogeneity))
 
 
 def test_exact_rule_with_eps_zero_is_the_formula_where_d_is_positive():
@@ -636,13 +637,31 @@ def test_exact_rule_with_eps_zero_is_the_formula_where_d_is_positive():
   assert np.array_equal(np.signbit(np.asarray(got)), np.signbit(np.asarray(expected)))
 
 
+def test_exact_rule_is_differentiable_as_the_formula_at_theta_equal_average():
+  """At θ' = ā (N = 0, a zero numerator) the derivative of the exact rule is the
+  quotient's, not the numerator's (a select on the numerator had made it D² times
+  too large)."""
+  a = jnp.array([1.0, -2.0, 0.5])
+
+  def formula(p):
+    n, d = homax.sums({"w": p}, {"w": a})
+    return 0.7 * (d * jnp.sign(p - a) - n * jnp.sign(p)) / (d * d)
+
+  got = jax.jacfwd(lambda p: homax.homogeneity_derivative({"w": p}, {"w": a}, 0.3,
+                                                          rule="exact")["w"])(a)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(jax.jacfwd(formula)(a)), rtol=1e-6)
+  assert np.abs(np.asarray(got)).max() < 0.1  # ±0.7 with the select, ±0.014 here
+
+
 @pytest.mark.parametrize("function", ["sums", "similarity"])
 def test_complex_leaves_are_refused_by_the_sums(function):
   p = {"w": jnp.array([1.0 + 1.0j, 2.0])}
   with raises_naming(TypeError, "params['w']", ["complex64"]):
     getattr(homax, function)(p, {"w": jnp.zeros(2)})
-  with raises_naming(TypeError, "average['w']", ["int32"]):
-    getattr(homax, function)({"w": jnp.ones(2)}, {"w": jnp.zeros(2, jnp.int32)})
+  with raises_naming(TypeError, "average['w']", ["bool"]):
+    getattr(homax, function)({"w": jnp.ones(2)}, {"w": jnp.zeros(2, bool)})
+  # An integer average (a Python 0, say) is a real number: accepted, as before.
+  getattr(homax, function)({"w": 1.0}, {"w": 0})
 
 
 @pytest.mark.parametrize("rule", homax.RULES)

@@ -180,6 +180,8 @@ def test_pin_accepts_the_cpus_this_process_may_use():
   assert bench_repeat._pin_problem(str(cpus[0])) is None
   assert bench_repeat._pin_problem(",".join(map(str, cpus))) is None
   assert bench_repeat._pin_problem(f"{cpus[0]}-{cpus[-1]}") is None or len(cpus) != cpus[-1] - cpus[0] + 1
+  assert bench_repeat._pin_problem(f"{cpus[0]}-{cpus[0]}:2") is None  # taskset's stride form
+  assert "[999]" in bench_repeat._pin_problem(f"{cpus[0]}-999:999")
 
 
 def test_one_real_run_in_a_child_process():

@@ -194,6 +194,7 @@ def test_reproduce_unknown_dataset(tmp_path, monkeypatch, capsys):
   _no_training(monkeypatch)
   assert _run(tmp_path, "--data", "nosuch") == 2
   assert "--data nosuch" in capsys.readouterr().err
+  assert list(tmp_path.iterdir()) == []  # no folder made for a run that cannot start
 
 
 def test_reproduce_refuses_data_of_another_size(tmp_path, monkeypatch, capsys):
@@ -393,14 +394,16 @@ def test_compare_unreadable_compare_csv_is_named(tmp_path, monkeypatch, capsys):
   assert (tmp_path / "compare.csv").read_bytes() == b"\xff\xfe\x00garbage\n"
 
 
-def _seed004_csv(path, seeds, lrs):
-  report.write_csv(path, [dict(task="penguins-logreg", method="backprop", seeds=seeds, lrs=lrs)],
-                   ("task", "method", "seeds", "lrs"))
+def _seed004_csv(path, seeds, lrs, first_seed=0):
+  report.write_csv(path, [dict(task="penguins-logreg", method="backprop", seeds=seeds,
+                               first_seed=first_seed, lrs=lrs)],
+                   ("task", "method", "seeds", "first_seed", "lrs"))
 
 
 @pytest.mark.parametrize("seeds, lrs, argv", [
     (5, "0.001 0.003 0.01 0.03 0.1 0.3 1", ["--quick"]),  # the committed table, a --quick run
     (5, "0.001 0.003 0.01 0.03 0.1 0.3 1", ["--seeds", "3"]),
+    (5, "0.001 0.003 0.01 0.03 0.1 0.3 1", ["--first-seed", "7"]),  # other seeds, as many
     (2, "0.03", []),  # a --quick table, a full run
 ])
 def test_compare_seed004_does_not_overwrite_another_runs_table(tmp_path, monkeypatch, capsys,

@@ -243,20 +243,29 @@ def test_outputs_json_is_written_before_the_plot(iris_result, tmp_path, monkeypa
 
 
 def test_seed004_keeps_the_finished_tasks_of_a_failed_run(tmp_path):
-  """seed004.csv is written after each task: a failure in the next keeps it."""
+  """The finished tasks are written after each one (to seed004.partial.csv): a
+  failure in the next keeps them, and leaves an earlier seed004.csv whole."""
   iris = datasets.load("iris")
   task = dict(task="iris-logreg", data=iris, stand_in=None, batch_size=32, epochs=1,
               model=models.logistic_regression(4, 3), model_name="logistic regression 4-3")
   broken = dict(task, task="broken", model=None)
+  (tmp_path / "seed004.csv").write_text("an earlier run's table")
   with pytest.raises(AttributeError):
     compare.run_seed004(tmp_path, seeds=np.array([0, 1]), quick=True, tasks=[task, broken],
                         log=lambda *a: None)
-  with open(tmp_path / "seed004.csv") as f:
+  assert (tmp_path / "seed004.csv").read_text() == "an earlier run's table"
+  with open(tmp_path / compare.SEED004_PARTIAL) as f:
     rows = list(csv.DictReader(f))
-  assert [(r["task"], r["method"]) for r in rows] == [("iris-logreg", "backprop"),
-                                                      ("iris-logreg", "forward")]
-  assert compare.seed004_other_run(tmp_path, seeds=2, quick=True) is None
-  assert "seeds 2" in compare.seed004_other_run(tmp_path, seeds=2, quick=False)
+  assert [(r["task"], r["method"], r["first_seed"]) for r in rows] == [
+      ("iris-logreg", "backprop", "0"), ("iris-logreg", "forward", "0")]
+  # A finished run replaces the table and removes the partial file.
+  compare.run_seed004(tmp_path, seeds=np.array([3, 4]), quick=True, tasks=[task],
+                      log=lambda *a: None)
+  assert not (tmp_path / compare.SEED004_PARTIAL).exists()
+  assert compare.seed004_other_run(tmp_path, seeds=2, first_seed=3, quick=True) is None
+  assert "seeds 2 from 3" in compare.seed004_other_run(tmp_path, seeds=2, quick=True)
+  assert "seeds 2 from 3" in compare.seed004_other_run(tmp_path, seeds=2, first_seed=3,
+                                                       quick=False)
 
 
 def test_cli_quick_subset(tmp_path):

@@ -316,6 +316,15 @@ def explicit_mesh_initial_average_gets_the_params_sharding():
       assert jax.typeof(avg).sharding.spec == jax.typeof(params).sharding.spec, history
       _, state1 = jax.block_until_ready(tx.update(params, state0, params))
       assert_same_types(state0, state1, f"history={history}")
+  # Outside the mesh context, with a NumPy average: the params carry their devices.
+  tx = optax.chain(optax.adam(1.0), homax.homogeneity(1.0, initial_average=np.full((2, 8, 4), 0.5,
+                                                                                     np.float32)))
+  state0 = tx.init(params)
+  avg = homax.find_state(state0).running_average
+  assert jax.typeof(avg).sharding.spec == jax.typeof(params).sharding.spec
+  _, state1 = jax.block_until_ready(tx.update(params, state0, params))  # runs
+  new_avg = homax.find_state(state1).running_average
+  assert jax.typeof(new_avg).sharding.spec == jax.typeof(params).sharding.spec
 
 
 @check

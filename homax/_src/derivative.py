@@ -79,6 +79,18 @@ def _check_floating(tree: PyTree, name: str) -> None:
       )
 
 
+def _check_real(tree: PyTree, name: str) -> None:
+  """Real numbers only (floats, ints): a complex or boolean average has no |ā|
+  in the method's sense."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    dtype = jnp.result_type(leaf)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+      raise TypeError(
+          f"{name}{jax.tree_util.keystr(path)} has dtype {dtype}; it must hold real"
+          " numbers (floating-point or integer)."
+      )
+
+
 def _check_same_shapes(params: PyTree, average: PyTree) -> None:
   """Same tree structure and, leaf by leaf, the same shape (no broadcasting)."""
   p_struct = jax.tree_util.tree_structure(params)
@@ -117,7 +129,7 @@ def sums(params: PyTree, average: PyTree, eps: float = 1e-8) -> tuple[Array, Arr
   """
   _check_eps(eps)
   _check_floating(params, "params")
-  _check_floating(average, "average")
+  _check_real(average, "average")
   _check_same_shapes(params, average)
   leaves = jax.tree_util.tree_leaves(params)
   avg_leaves = jax.tree_util.tree_leaves(average)
@@ -255,10 +267,11 @@ def _leaf_coefficient(p: Array, a: Array, n: Array, d: Array, rule: str, consts=
   if rule == "exact":
     sign_diff = jnp.sign(p - a)
     sign_p = jnp.sign(p)
-    numerator = d * sign_diff - n * sign_p
-    # A zero numerator gives (signed) zero even where D = 0 (eps=0 with all-zero
-    # params and average), not 0/0; for D > 0 this is the quotient, bit for bit.
-    return jnp.where(numerator == 0, numerator, numerator / (d * d)), None
+    # D = 0 (eps=0 with all-zero params and average) forces N = 0 and a zero
+    # numerator: dividing by 1 there gives (signed) 0, not 0/0. For D > 0 the
+    # values and their derivatives are the plain quotient's.
+    d2 = d * d
+    return (d * sign_diff - n * sign_p) / jnp.where(d == 0, jnp.ones_like(d2), d2), None
   k = _case_constants(n, d) if consts is None else consts
   zero = jnp.zeros((), k["c1"].dtype)
   if rule == "paper":

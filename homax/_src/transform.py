@@ -149,8 +149,12 @@ def _state_copy(a, p):
   if (spec is not None and any(axis is not None for axis in spec)
       and getattr(jax.typeof(a), "sharding", None) != sharding):
     # Explicitly sharded params (sharding in the type): the average must be
-    # sharded alike, or the first update's selects refuse the mix.
-    a = jax.sharding.reshard(a, sharding)
+    # sharded alike, or the first update's selects refuse the mix. Concrete
+    # params carry their devices (no mesh context needed); traced ones do not.
+    if isinstance(p, jax.core.Tracer):
+      a = jax.sharding.reshard(a, sharding)
+    else:
+      a = jax.device_put(a, p.sharding)
   return a
 
 
@@ -362,7 +366,9 @@ def homogeneity(
       (it receives ``update``'s extra keyword arguments, as in ``optax.chain``).
     direction: ``"descend"`` (default; Part I) or ``"ascend"`` (Part II) along :math:`g`.
     initial_average: :math:`\bar a` before the first step: a pytree like params
-      (same structure, shapes and dtypes), a callable ``params -> pytree``, or
+      (same structure, shapes and dtypes; NumPy and Python leaves are converted
+      as params are, float64 to float32 without x64), a callable
+      ``params -> pytree``, or
       ``None`` for **zeros**. With zeros, :math:`N = D - \varepsilon` at step 0
       and the first derivative is :math:`\approx 0`; pass a second, independent
       initialisation of the model to reproduce the seed. The average only
