@@ -328,11 +328,40 @@ def test_fixed_lambda_outside_unit_interval(value):
     homax.lambda_schedules.fixed(value)
 
 
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_fixed_lambda_at_the_ends_of_the_interval(value):
+  # [0, 1] is closed: H = S (λ = 0) and H = H_prev (λ = 1) are both allowed.
+  for schedule in (homax.lambda_schedules.fixed(value),
+                   homax.lambda_schedule_for("fixed", total_steps=10, lambda_value=value)):
+    assert float(schedule(jnp.asarray(3))) == value
+  params = {"w": jnp.ones(2)}
+  opt = paper("COMPLETE", lambda_type="fixed", lambda_value=value)
+  _, state = opt.update(params, opt.init(params), params)
+  assert float(homax.metrics(state)["lambda"]) == value
+
+
 def test_fixed_lambda_without_value():
   with raises_naming(ValueError, "lambda_value", ["[0, 1]"]):
     paper("COMPLETE", lambda_type="fixed")
   with raises_naming(ValueError, "lambda_value", ["[0, 1]"]):
     homax.lambda_schedule_for("fixed", total_steps=10)
+
+
+@pytest.mark.parametrize("variant", sorted(homax.VARIANTS))
+def test_homogeneity_learning_rate_given_exactly_where_the_variant_needs_it(variant):
+  # B-A and B-B compute η_h = 2η/(ηT + 1): giving one is an error; every
+  # other variant needs it.
+  computes = homax.VARIANTS[variant].computes_learning_rate
+  kwargs = dict(learning_rate=1e-2, total_steps=10)
+  if not computes:
+    kwargs["lambda_type"] = "dynamic" if variant == "COMPLETE" else None
+    kwargs["beta"] = 0.5 if variant == "HYBRID" else None
+  wrong = {} if not computes else {"homogeneity_learning_rate": 1e-2}
+  message = ["must not be given", "2η/(η·T + 1)"] if computes else ["is required", "> 0"]
+  with raises_naming(ValueError, "homogeneity_learning_rate", message):
+    homax.paper_optimizer(variant, **kwargs, **wrong)
+  with raises_naming(ValueError, "homogeneity_learning_rate", message):
+    homax.paper_homogeneity_learning_rate(variant, learning_rate=1e-2, total_steps=10, **wrong)
 
 
 def test_hybrid_without_beta():

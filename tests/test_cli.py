@@ -2,8 +2,10 @@
 and nothing already computed lost (``experiments.reproduce``, ``experiments.compare``)."""
 
 import csv
+import math
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -612,3 +614,31 @@ def test_damaged_dataset_file_stops_both_clis_naming_it(tmp_path, monkeypatch, c
                        "--quick", "--out", str(tmp_path / "c")]) == 2
   assert str(damaged) in capsys.readouterr().err
   datasets.clear_cache()
+
+
+@pytest.mark.parametrize("name, test_size", [
+    ("iris", 30), ("iris-ascend", 30), ("iris-exact", 30), ("mnist--fashion_mnist", 10000)])
+def test_committed_tables_are_rebuilt_from_their_row_files(name, test_size, tmp_path, monkeypatch):
+  # The committed results/<name>.md and .csv are what reproduce writes from the
+  # committed row files: the table's own command, rerun into a folder holding
+  # only those rows, skips every row and rebuilds both files byte for byte
+  # (the statistics, their formatting and the published numbers beside them).
+  _no_plots(monkeypatch)
+  results = pathlib.Path(__file__).resolve().parents[1] / "results"
+  # Each row's statistics are those of its per-seed accuracies.
+  for path in sorted((results / name / "rows").glob("*.json")):
+    row = report.load_json(path)
+    stats = report.paired_stats(row["per_seed"]["acc_homogeneity"], row["per_seed"]["acc_adam"],
+                                test_size=test_size)
+    stored = {k: row["summary"][k] for k in stats}
+    if math.isnan(stats["wilcoxon_p"]):  # every difference 0: NaN == NaN is False
+      assert math.isnan(stored.pop("wilcoxon_p")), path
+      stats.pop("wilcoxon_p")
+    assert stats == stored, path
+  markdown = (results / f"{name}.md").read_text()
+  command = markdown.split("Command: `python -m experiments.reproduce ", 1)[1].split("`", 1)[0]
+  (tmp_path / name).mkdir()
+  shutil.copytree(results / name / "rows", tmp_path / name / "rows")
+  assert reproduce.main([*command.split(), "--out", str(tmp_path), "--quiet"]) == 0
+  assert (tmp_path / f"{name}.md").read_text() == markdown
+  assert (tmp_path / f"{name}.csv").read_bytes() == (results / f"{name}.csv").read_bytes()

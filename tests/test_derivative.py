@@ -486,6 +486,32 @@ def test_zeros_and_signed_zeros_are_finite(theta, avg, rule):
   assert np.isfinite(float(s)) and 0.0 <= float(s) <= 1.0
 
 
+def test_default_eps_is_the_seeds():
+  # ε = 1e-8 in D, as the seed's code. Parameters of the order of ε show it:
+  # N = 2e-8 and D = 2e-8 + ε, so S = 1 - 2/3 = 1/3 (with ε = 2e-8 it is 1/2).
+  theta, avg = {"x": jnp.array([1e-8])}, {"x": jnp.array([-1e-8])}
+  assert float(homax.sums(theta, avg)[1]) == pytest.approx(3e-8, rel=1e-6)
+  assert float(homax.similarity(theta, avg)) == pytest.approx(1 / 3, rel=1e-5)
+  for rule in homax.RULES:
+    default = homax.homogeneity_derivative(theta, avg, 0.5, rule=rule)["x"]
+    explicit = homax.homogeneity_derivative(theta, avg, 0.5, rule=rule, eps=1e-8)["x"]
+    other = homax.homogeneity_derivative(theta, avg, 0.5, rule=rule, eps=2e-8)["x"]
+    np.testing.assert_array_equal(default, explicit)
+    assert not np.allclose(default, other, rtol=1e-3), rule
+
+
+@pytest.mark.parametrize("tree", [{}, {"a": {}, "b": []}, ()])
+def test_a_tree_without_leaves(tree):
+  # N is an empty sum and D = ε alone, so S = 1 - 0/ε = 1; the derivative is
+  # the same empty tree.
+  n, d = homax.sums(tree, tree, eps=1e-3)
+  assert (float(n), float(d)) == (0.0, np.float32(1e-3))
+  assert float(homax.similarity(tree, tree)) == 1.0
+  for rule in homax.RULES:
+    out = homax.homogeneity_derivative(tree, tree, 0.5, rule=rule)
+    assert jax.tree.structure(out) == jax.tree.structure(tree)
+
+
 @SETTINGS
 @hypothesis.given(
     data=pairs(bound=1e15), lam=lambdas, rule=st.sampled_from(homax.RULES),

@@ -28,6 +28,7 @@ def paired_counts(draw):
 
 @hypothesis.settings(max_examples=60, deadline=None)
 @hypothesis.given(paired_counts())
+@hypothesis.example((30, np.array([20, 22]), np.array([19, 20])))  # n = 2: the smallest with a p-value
 def test_the_statistics_are_those_of_the_whole_sample_counts(case):
   test_size, correct_h, correct_a = case
   acc_h = [accuracy(int(k), test_size) for k in correct_h]
@@ -38,6 +39,9 @@ def test_the_statistics_are_those_of_the_whole_sample_counts(case):
   diff = np.asarray(acc_h) - np.asarray(acc_a)
   n = counts.size
   assert got["seeds"] == n
+  for arm, acc in (("homogeneity", acc_h), ("adam", acc_a)):
+    assert got[f"acc_{arm}_mean"] == pytest.approx(np.mean(acc), abs=1e-9)
+    assert got[f"acc_{arm}_std"] == pytest.approx(np.std(acc, ddof=1), abs=1e-9)  # sample sd
   assert (got["wins"], got["losses"], got["ties"]) == (
       int(np.sum(counts > 0)), int(np.sum(counts < 0)), int(np.sum(counts == 0)))
   assert got["diff_mean"] == pytest.approx(100.0 * counts.mean() / test_size, abs=1e-4)
@@ -69,3 +73,13 @@ def test_float32_noise_does_not_split_tied_differences():
 def test_accuracies_that_are_not_whole_samples_are_refused():
   with pytest.raises(ValueError, match="test_size=30"):
     report.paired_stats([50.0, 60.0], [40.0, 45.0], test_size=30)
+
+
+def test_one_seed_has_a_mean_but_no_spread():
+  # n = 1: the difference itself, no interval, no p-value, and each arm's sd is 0.
+  got = report.paired_stats([accuracy(20, 30)], [accuracy(19, 30)], test_size=30)
+  assert got["seeds"] == 1 and (got["wins"], got["losses"], got["ties"]) == (1, 0, 0)
+  assert got["diff_mean"] == pytest.approx(100 / 30, abs=1e-4)
+  assert np.isnan(got["diff_ci95_low"]) and np.isnan(got["diff_ci95_high"])
+  assert np.isnan(got["wilcoxon_p"])
+  assert got["acc_homogeneity_std"] == 0.0 and got["acc_adam_std"] == 0.0

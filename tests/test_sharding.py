@@ -303,28 +303,31 @@ def state_sharding_types_init_match_update():
 @check
 def explicit_mesh_initial_average_gets_the_params_sharding():
   """An initial_average built without a sharding (jnp.full) is resharded like the
-  params at init, so the first update runs (it failed in the derivative's selects)."""
+  params at init, so the first update runs (it failed in the derivative's selects).
+  Leaves sharded along some axes and along every axis alike."""
   mesh = explicit_mesh()
+  spec = lambda tree: jax.tree.map(lambda x: jax.typeof(x).sharding.spec, tree)
   with jax.set_mesh(mesh):
-    params = jnp.zeros((2, 8, 4), dtype=jnp.float32, out_sharding=named(mesh, None, "x"))
-    average = jnp.full((2, 8, 4), 0.5)
+    params = {"w": jnp.zeros((2, 8, 4), dtype=jnp.float32, out_sharding=named(mesh, None, "x")),
+              "b": jnp.zeros((8,), dtype=jnp.float32, out_sharding=named(mesh, "x"))}
+    average = {"w": jnp.full((2, 8, 4), 0.5), "b": jnp.full((8,), 0.5)}
     for history in (False, True):
       tx = optax.chain(optax.adam(1.0), homax.homogeneity(1.0, history=history,
                                                           initial_average=average))
       state0 = tx.init(params)
       avg = homax.find_state(state0).running_average
-      assert jax.typeof(avg).sharding.spec == jax.typeof(params).sharding.spec, history
+      assert spec(avg) == spec(params), history
       _, state1 = jax.block_until_ready(tx.update(params, state0, params))
       assert_same_types(state0, state1, f"history={history}")
   # Outside the mesh context, with a NumPy average: the params carry their devices.
-  tx = optax.chain(optax.adam(1.0), homax.homogeneity(1.0, initial_average=np.full((2, 8, 4), 0.5,
-                                                                                     np.float32)))
+  tx = optax.chain(optax.adam(1.0), homax.homogeneity(1.0, initial_average={
+      "w": np.full((2, 8, 4), 0.5, np.float32), "b": np.full((8,), 0.5, np.float32)}))
   state0 = tx.init(params)
   avg = homax.find_state(state0).running_average
-  assert jax.typeof(avg).sharding.spec == jax.typeof(params).sharding.spec
+  assert spec(avg) == spec(params)
   _, state1 = jax.block_until_ready(tx.update(params, state0, params))  # runs
   new_avg = homax.find_state(state1).running_average
-  assert jax.typeof(new_avg).sharding.spec == jax.typeof(params).sharding.spec
+  assert spec(new_avg) == spec(params)
 
 
 @check

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import homax
+from conftest import assert_trees_identical
 
 ETA_H = 1e-3
 BASES = {
@@ -356,6 +357,18 @@ def test_init_on_shape_dtype_struct(history):
   assert shapes(jax.eval_shape(opt.init, abstract)) == shapes(expected)
 
 
+def test_init_on_shape_dtype_struct_with_an_initial_average():
+  # Abstract params (e.g. orbax's restore targets) with a concrete average:
+  # the state holds the average's values in the params' dtypes, as with real
+  # params.
+  real = {"w": jnp.zeros((3, 2)), "b": jnp.zeros((2,), jnp.bfloat16)}
+  average = {"w": jnp.arange(6.0).reshape(3, 2) / 7, "b": jnp.array([0.1, -2.5], jnp.bfloat16)}
+  opt = chain("adam", initial_average=average)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), real)
+  assert_trees_identical(opt.init(abstract), opt.init(real))
+  assert homax.find_state(opt.init(abstract)).running_average["b"].dtype == jnp.bfloat16
+
+
 def test_state_is_a_documented_homogeneity_state():
   opt = chain("adam", history=True)
   params = {"w": jnp.ones(3)}
@@ -406,6 +419,26 @@ def test_metrics_after_one_step(schedule, lam):
   assert float(jax.jit(homax.metrics)(state)["similarity"]) == float(metrics["similarity"])
   assert_trees_close(homax.find_state(state).running_average,
                      jax.tree.map(jnp.add, params, base_updates), rtol=1e-7)
+
+
+@pytest.mark.parametrize("variant, extra", [
+    (None, {}), ("A-B", {}), ("COMPLETE", {"lambda_type": "dynamic"})])
+def test_params_without_leaves(variant, extra):
+  # A model with no parameters: the updates are the same empty tree, S = 1
+  # (N = 0 over D = ε) and the step count still advances, under jit.
+  params = {"encoder": {}, "head": []}
+  if variant is None:
+    opt = optax.chain(optax.adam(1e-1), homax.homogeneity(ETA_H))
+  else:
+    opt = homax.paper_optimizer(variant, learning_rate=1e-1, homogeneity_learning_rate=ETA_H,
+                                total_steps=4, **extra)
+  state = opt.init(params)
+  for _ in range(2):
+    updates, state = jax.jit(opt.update)(params, state, params)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+  metrics = homax.metrics(state)
+  assert int(metrics["count"]) == 2
+  assert float(metrics["similarity"]) == 1.0
 
 
 @pytest.mark.parametrize("name,make", [

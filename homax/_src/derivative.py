@@ -305,27 +305,17 @@ def _leaf_coefficient(p: Array, a: Array, n: Array, d: Array, rule: str, consts=
   c34 = (p == 0) & (a_pos | a_neg)  # c3 or c4
   c2 = (p_pos & a_neg) | (p_neg & a_pos)
   c1 = ((p > a) & a_pos) | ((p < a) & a_neg)
-  # The seed writes the five cases into a zero tensor; "paper" then fills every
-  # remaining element with the "other" formula, "paper-full" leaves them at 0.
-  if rule == "paper-full":
-    other = zero
-  else:
-    other = jnp.where(
-        a == 0,
-        jnp.where(p_pos, k["c1"], -k["c1"]),
-        jnp.where(p_pos, -k["c2"], k["c2"]),
-    )
+  # "paper-full" (the Part II code) writes the five cases into a zero tensor
+  # and leaves every other element at 0 ("paper" returned above).
   c = jnp.where(
       c5,
       zero,
       jnp.where(
           c34,
           jnp.where(a_pos, k["c3"], k["c4"]),
-          jnp.where(c2, k["c2"], jnp.where(c1, k["c1"], other)),
+          jnp.where(c2, k["c2"], jnp.where(c1, k["c1"], zero)),
       ),
   )
-  if rule == "paper":
-    return c, None
   return c, c1 | c2 | c34 | c5
 
 
