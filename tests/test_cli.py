@@ -642,3 +642,16 @@ def test_committed_tables_are_rebuilt_from_their_row_files(name, test_size, tmp_
   assert reproduce.main([*command.split(), "--out", str(tmp_path), "--quiet"]) == 0
   assert (tmp_path / f"{name}.md").read_text() == markdown
   assert (tmp_path / f"{name}.csv").read_bytes() == (results / f"{name}.csv").read_bytes()
+
+
+def test_a_committed_row_retrains_to_the_same_numbers(tmp_path, monkeypatch, persistent_cache):
+  # The README's claim that runs are deterministic on CPU, for the cheapest
+  # Iris row: 30 seeds retrained reproduce the committed per-seed results and
+  # curves exactly (initial weights, average, batch order, loss and updates).
+  _no_plots(monkeypatch)
+  assert _run(tmp_path, seeds=30) == 0
+  committed = report.load_json(pathlib.Path(__file__).resolve().parents[1] / "results" / "iris"
+                               / "rows" / f"{ROW}.json")
+  fresh = report.load_json(_row_file(tmp_path))
+  assert fresh["per_seed"] == committed["per_seed"]
+  assert fresh["curves"] == committed["curves"]

@@ -87,3 +87,36 @@ def test_stable_sort_by_keeps_ties_in_order(keys):
   got = jax.jit(train.stable_sort_by)(k, values)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
   np.testing.assert_array_equal(np.asarray(got), values[np.argsort(k, kind="stable")])
+
+
+def test_history_arrays_have_the_seed_axis_first():
+  # Each epoch appends a (seeds,) value per per-epoch field and a (seeds, steps)
+  # block per per-step field: the arrays are (seeds, epochs) and (seeds, all steps).
+  history = train.History()
+  seeds, epochs, steps = 2, 3, 4
+  for epoch in range(epochs):
+    history.val_acc_h.append(np.arange(seeds) * 10.0 + epoch)
+    history.similarity.append(np.arange(seeds * steps).reshape(seeds, steps) + 100.0 * epoch)
+  arrays = history.arrays()
+  assert sorted(arrays) == ["similarity", "val_acc_h"]  # fields never appended are left out
+  np.testing.assert_array_equal(arrays["val_acc_h"], [[0, 1, 2], [10, 11, 12]])
+  assert arrays["similarity"].shape == (seeds, epochs * steps)
+  np.testing.assert_array_equal(arrays["similarity"][1], [4, 5, 6, 7, 104, 105, 106, 107, 204, 205, 206, 207])
+  # One epoch is (seeds, 1) too.
+  single = train.History()
+  single.val_acc_h.append(np.arange(seeds) * 1.0)
+  assert single.arrays()["val_acc_h"].shape == (seeds, 1)
+
+
+def test_cross_entropy_is_the_mean_over_real_samples():
+  logits = jax.random.normal(jax.random.key(0), (5, 3))
+  labels = np.array([0, 2, 1, 1, 0])
+  per = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  full = train.cross_entropy(logits, labels, np.ones(5, np.float32))
+  np.testing.assert_allclose(full, per.mean(), rtol=1e-6)
+  # Padding (mask 0) is left out of both the sum and the count.
+  mask = np.array([1, 1, 0, 1, 0], np.float32)
+  np.testing.assert_allclose(train.cross_entropy(logits, labels, mask), per[mask == 1].mean(), rtol=1e-6)
+  one = np.array([0, 0, 1, 0, 0], np.float32)
+  np.testing.assert_allclose(train.cross_entropy(logits, labels, one), per[2], rtol=1e-6)
+  assert float(train.cross_entropy(logits, labels, np.zeros(5, np.float32))) == 0.0  # no 0/0
