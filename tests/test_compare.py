@@ -1,4 +1,6 @@
-"""experiments.compare and the seed 002/003 models: shapes, layouts, SAM, pairing, outputs.
+"""experiments.compare: SAM, EMA and lookahead, pairing, learning-rate choice, outputs.
+
+The seed 002/003 models it trains are specified in ``tests/test_models.py``.
 
 The harness test trains every method on Iris for one epoch with one learning
 rate and two seeds: it is about plumbing (pairing, columns, files), not accuracy.
@@ -19,91 +21,6 @@ REQUIRED_COLUMNS = (
     "diff_vs_adam_mean", "diff_ci95_low", "diff_ci95_high", "wins_vs_adam", "val_acc_mean",
     "us_per_step",
 )
-
-# Parameter counts worked out by hand from the seeds' layer lists.
-SEED_MODELS = {
-    "mlp1": 784 * 64 + 64 + 64 * 10 + 10,
-    "mlp2": 784 * 16 + 16 + 16 * 64 + 64 + 64 * 10 + 10,
-    "cnn3": (9 * 16 + 16) + (16 * 49 * 8 + 8) + (8 * 25 * 16 + 16) + (144 * 10 + 10),
-    "cnn4": (9 * 16 + 16) + (16 * 25 * 8 + 8) + (8 * 9 * 8 + 8) + (8 * 25 * 16 + 16) + (144 * 10 + 10),
-    "cnn5": (9 * 16 + 16) + (16 * 9 * 8 + 8) + 2 * (8 * 9 * 8 + 8) + (8 * 9 * 16 + 16)
-            + (16 * 9 * 16 + 16) + (144 * 10 + 10),
-}
-
-
-@pytest.mark.parametrize("name", sorted(SEED_MODELS))
-def test_seed002_models_shapes_and_init(name):
-  spec = models.seed002(name)
-  params = spec.init(jax.random.key(0))
-  assert models.num_params(params) == SEED_MODELS[name]
-  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
-  out = spec.apply(params, x)
-  assert out.shape == (3, 10)
-  # Flattened inputs are reshaped inside.
-  np.testing.assert_allclose(spec.apply(params, x.reshape(3, 784)), out, rtol=1e-5, atol=1e-6)
-  # torch's default init: every parameter of a layer (kernel and bias) drawn
-  # from U(±1/sqrt(fan_in)), fan_in = the product of the kernel's input
-  # dimensions (in for a dense layer, kh·kw·in for a convolution).
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  layers = {}
-  for path, leaf in leaves:
-    layers.setdefault(path[:-1], {})[path[-1].key] = leaf
-  assert layers and all(set(layer) == {"kernel", "bias"} for layer in layers.values())
-  for where, layer in layers.items():
-    bound = 1.0 / np.sqrt(np.prod(layer["kernel"].shape[:-1]))
-    for kind, leaf in layer.items():
-      largest = float(jnp.max(jnp.abs(leaf)))
-      assert largest <= bound * (1 + 1e-6), (jax.tree_util.keystr(where), kind, largest, bound)
-    # The kernel's thousands of draws come close to the bound.
-    assert float(jnp.max(jnp.abs(layer["kernel"]))) > 0.9 * bound, jax.tree_util.keystr(where)
-
-
-def test_seed002_sigmoid_twin_differs():
-  relu, sig = models.seed002("cnn4"), models.seed002("cnn4", "sigmoid")
-  p = relu.init(jax.random.key(0))
-  x = jax.random.uniform(jax.random.key(1), (2, 784))
-  assert not np.allclose(relu.apply(p, x), sig.apply(p, x))
-  with pytest.raises(ValueError):
-    models.seed002("cnn6")
-
-
-def _seed003_numpy_forward(images_nhwc, theta):
-  """Seed 003's own NumPy forward pass (Conv2d / MaxPool_2by2 / Flatten / Linear), condensed."""
-  def conv(x, w, b):
-    oc, ic, kh, kw = w.shape
-    n, c, h, wd = x.shape
-    shape = (n, ic, h - kh + 1, wd - kw + 1, kh, kw)
-    data = np.lib.stride_tricks.as_strided(x, shape=shape, strides=x.strides + x.strides[2:])
-    return np.tensordot(data, w, ((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2) + b.reshape(1, oc, 1, 1)
-
-  def pool(x):
-    n, c, h, w = x.shape
-    return np.nanmax(x.reshape(n, c, h // 2, 2, w // 2, 2), axis=(3, 5))
-
-  c1_w, c1_b, c2_w, c2_b, f_w, f_b = theta
-  x = np.ascontiguousarray(images_nhwc.astype(float).transpose(0, 3, 1, 2))
-  y = pool(np.maximum(conv(x, c1_w, c1_b), 0))
-  g = pool(np.maximum(conv(np.ascontiguousarray(y), c2_w, c2_b), 0))
-  return g.reshape(g.shape[0], -1) @ f_w.T + f_b
-
-
-def test_seed003_cnn_matches_the_seed_numpy_forward():
-  spec = models.seed003_cnn()
-  p = jax.tree.map(np.asarray, spec.init(jax.random.key(0)))
-  assert models.num_params(p) == (8 * 25 + 8) + (8 * 8 * 25 + 8) + (128 * 10 + 10)
-  # Our HWIO kernels → the seed's OIHW; our (in, out) dense kernel → its (out, in).
-  theta = (p["c1"]["kernel"].transpose(3, 2, 0, 1), p["c1"]["bias"],
-           p["c2"]["kernel"].transpose(3, 2, 0, 1), p["c2"]["bias"],
-           p["f"]["kernel"].T, p["f"]["bias"])
-  x = np.asarray(jax.random.uniform(jax.random.key(2), (4, 28, 28, 1)))
-  np.testing.assert_allclose(spec.apply(p, jnp.asarray(x)), _seed003_numpy_forward(x, theta),
-                             rtol=1e-4, atol=1e-5)
-  assert spec.apply(p, jnp.asarray(x.reshape(4, 784))).shape == (4, 10)
-
-
-def test_seed003_cnn_uniform_bound():
-  p = models.seed003_cnn(0.01).init(jax.random.key(0))
-  assert max(float(jnp.max(jnp.abs(l))) for l in jax.tree.leaves(p)) <= 0.01
 
 
 def test_sam_step_is_the_sharpness_aware_update():
