@@ -1,5 +1,7 @@
 """The paired trainer: both arms of a seed share initial weights and batches."""
 
+import time
+
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -120,3 +122,40 @@ def test_cross_entropy_is_the_mean_over_real_samples():
   one = np.array([0, 0, 1, 0, 0], np.float32)
   np.testing.assert_allclose(train.cross_entropy(logits, labels, one), per[2], rtol=1e-6)
   assert float(train.cross_entropy(logits, labels, np.zeros(5, np.float32))) == 0.0  # no 0/0
+
+
+def test_epoch_records_count_real_samples_of_padded_batches():
+  # Frozen arms (zero updates) on Iris's 90 training samples in batches of 32:
+  # three batches, the last padded with 6 copies of sample 0. Each epoch's
+  # training accuracy is then the frozen model's accuracy on the 90 real
+  # samples, and its training loss the mean over batches of each batch's mean
+  # over its real samples, in the epoch's shuffled order.
+  data = datasets.load("iris")
+  frozen = train.PairedTrainer(
+      model=models.mlp(4, 8, 3),
+      make_homogeneity_tx=lambda avg: optax.chain(
+          optax.set_to_zero(), homax.homogeneity(1e-2, step=optax.set_to_zero(), initial_average=avg)),
+      adam_tx=optax.set_to_zero(),
+      batch_size=32,
+  )
+  seeds, epochs = np.array([0, 1]), 2
+  start = time.perf_counter()
+  result = train.train_paired(frozen, data, epochs=epochs, seeds=seeds)
+  assert 0 < result.seconds < time.perf_counter() - start  # the training time, within the call
+  carry, shuffle_keys = frozen.init(seeds)
+  assert_trees_identical(result.final_params_h, carry.params_h)
+  x, y = np.asarray(data.x_train), np.asarray(data.y_train)
+  assert len(y) == 90 and frozen.steps_per_epoch(90) == 3
+  for s in range(len(seeds)):
+    for arm, params in (("h", carry.params_h), ("a", carry.params_a)):
+      p = jax.tree.map(lambda leaf: leaf[s], params)
+      logits = np.asarray(frozen.model.apply(p, x))
+      per = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+      correct = np.sum(np.argmax(logits, -1) == y)
+      for epoch in range(epochs):
+        np.testing.assert_allclose(result.history[f"train_acc_{arm}"][s, epoch], 100.0 * correct / 90,
+                                   rtol=1e-6)
+        order = np.asarray(train.permutation(jax.random.fold_in(shuffle_keys[s], epoch), 90))
+        batch_means = [per[order[k:k + 32]].mean() for k in range(0, 90, 32)]
+        np.testing.assert_allclose(result.history[f"train_loss_{arm}"][s, epoch], np.mean(batch_means),
+                                   rtol=1e-5)
