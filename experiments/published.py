@@ -20,8 +20,6 @@ CSV_PATH = pathlib.Path(__file__).with_name("published_results.csv")
 # Training-set size of each published protocol: Iris 150 → 90/30/30; MNIST
 # 60k → 70 % = 42000 for training.
 TRAIN_SIZE = {"iris": 90, "mnist": 42000}
-INPUT_SIZE = {"iris": 4, "mnist": 784}
-NUM_CLASSES = {"iris": 3, "mnist": 10}
 
 
 def _float(text: str) -> float | None:

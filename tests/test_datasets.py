@@ -183,7 +183,7 @@ def test_subset_sizes():
 @pytest.mark.parametrize("dtype, shape", [
     (np.uint8, (3, 28, 28)), (np.uint8, (7,)), (np.int8, (2, 3)),
     (np.int16, (4, 5)), (np.int32, (2, 2, 2)), (np.float32, (6,)),
-    (np.float64, (1, 3)),
+    (np.float64, (1, 3)), (np.uint8, (0, 28, 28)),  # a header and no payload
 ])
 def test_read_idx_round_trip(tmp_path, gz, dtype, shape):
   rng = np.random.default_rng(0)
@@ -193,6 +193,15 @@ def test_read_idx_round_trip(tmp_path, gz, dtype, shape):
   assert back.dtype == np.dtype(dtype) and back.dtype.isnative
   assert back.flags.writeable
   np.testing.assert_array_equal(back, array)
+
+
+def test_idx_files_are_read_once_and_shared_read_only(tmp_path):
+  path = write_idx(tmp_path / "a.idx", np.arange(6, dtype=np.uint8))
+  first = datasets._read_idx_once(path)
+  assert datasets._read_idx_once(tmp_path / "." / "a.idx") is first  # one read per file
+  assert not first.flags.writeable  # shared by every later load, so nobody may change it
+  write_idx(path, np.arange(7, dtype=np.uint8))  # replaced in place: read again
+  np.testing.assert_array_equal(datasets._read_idx_once(path), np.arange(7))
 
 
 def test_read_idx_detects_gzip_by_content(tmp_path):
