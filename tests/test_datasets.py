@@ -167,6 +167,8 @@ def test_subset_sizes():
   full = datasets.load("digits")
   np.testing.assert_array_equal(ds.x_train, full.x_train[:500])
   assert "Subset" in ds.note
+  # The whole split is a valid size.
+  assert sizes(datasets.load("iris", train_size=90, test_size=30)) == (90, 30, 30)
   for bad in (0, 2000, 1.5, True):
     with pytest.raises(ValueError, match="train_size"):
       datasets.load("iris", train_size=bad)
@@ -291,13 +293,21 @@ def test_image_set_validation_names_the_file(tmp_path):
   write_idx(labels, np.zeros(4, np.uint8))  # 4 labels for 5 images
   with pytest.raises(ValueError, match=re.escape(str(labels))):
     datasets.load("mnist", data_dir=tmp_path)
-  write_idx(labels, np.full(5, 10, np.uint8))  # label out of range
-  with pytest.raises(ValueError, match=re.escape(str(labels))):
-    datasets.load("mnist", data_dir=tmp_path)
+  # One fault at a time: each check must catch it alone.
+  for bad in (np.full(5, 10, np.uint8),  # every label out of range
+              np.array([0, 1, 2, 3, 10], np.uint8),  # the last one only
+              np.zeros(5, np.int8),  # labels of another type
+              np.zeros((5, 1), np.uint8)):  # labels of another shape
+    write_idx(labels, bad)
+    with pytest.raises(ValueError, match=re.escape(str(labels))):
+      datasets.load("mnist", data_dir=tmp_path)
+  write_idx(labels, np.zeros(5, np.uint8))
   images = tmp_path / "train-images-idx3-ubyte.gz"
-  write_idx(images, np.zeros((20, 27, 28), np.uint8))
-  with pytest.raises(ValueError, match=re.escape(str(images))):
-    datasets.load("mnist", data_dir=tmp_path)
+  for bad in (np.zeros((20, 27, 28), np.uint8), np.zeros((20, 28, 28), np.int8),
+              np.zeros((20, 784), np.uint8)):
+    write_idx(images, bad)
+    with pytest.raises(ValueError, match=re.escape(str(images))):
+      datasets.load("mnist", data_dir=tmp_path)
 
 
 def test_damaged_file_in_data_dir_is_an_error_not_a_fallback(tmp_path):
@@ -325,6 +335,11 @@ def test_explicit_data_dir_replaces_the_default_location(tmp_path, fresh_cache):
   # without the data must not silently fall back to it.
   with pytest.raises(datasets.DatasetUnavailable, match="apt-get install"):
     datasets.load("fashion_mnist", data_dir=tmp_path)
+
+
+def test_a_set_without_a_default_directory_asks_for_data_dir(fresh_cache):
+  with pytest.raises(datasets.DatasetUnavailable, match="no default directory for kmnist; pass data_dir"):
+    datasets.load("kmnist", source="idx")
 
 
 def test_partial_idx_directory_and_idx_only_source(tmp_path):
