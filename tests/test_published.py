@@ -51,7 +51,7 @@ def test_the_check_catches_a_typo_in_T_or_eta_h(rows):
 
 
 def test_each_row_builds_its_optimizer(rows):
-  # One step of every row's optimizer; COMPLETE's λ follows the row's λ type.
+  # One step of every row's optimizer, finite; the fixed-λ COMPLETE rows run at their λ.
   params = {"w": jnp.linspace(-1.0, 1.0, 6)}
   grads = {"w": jnp.linspace(0.5, -0.2, 6)}
   for row in rows:
