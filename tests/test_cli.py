@@ -42,6 +42,7 @@ def _no_training(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, argument", [
+    (["--seeds", "0"], "--seeds must be >= 1"),
     (["--first-seed", "-1"], "--first-seed"),
     (["--first-seed", str(2**32 - 1)], "--first-seed"),  # with --seeds 2: wraps around
     (["--checkpoint-every", "-1"], "--checkpoint-every"),
@@ -64,6 +65,14 @@ def test_reproduce_rejects_bad_arguments(tmp_path, monkeypatch, capsys, argv, ar
   err = capsys.readouterr().err
   assert "error: " in err and argument in err
   assert not (tmp_path / "out").exists()  # checked before --out is even made
+
+
+def test_reproduce_accepts_the_largest_first_seed(tmp_path, monkeypatch):
+  # With 2 seeds, 2**32 - 2 uses seeds up to 2**32 - 1: valid, so the run gets as far as training.
+  _no_training(monkeypatch)
+  with pytest.raises(AssertionError, match="nothing should train"):
+    reproduce.main(["--table", "iris", "--seeds", "2", "--first-seed", str(2**32 - 2), "--rows", ROW,
+                    "--out", str(tmp_path / "out"), "--quiet"])
 
 
 def test_reproduce_rows_may_have_blanks_around_ids(tmp_path, monkeypatch, capsys):
