@@ -90,30 +90,37 @@ def _no_plots(monkeypatch):
     monkeypatch.setattr(report, name, lambda *args, **kwargs: None)
 
 
-def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache):
+# B-A-2: 1 step per epoch, interrupted after epoch 1. A-B-2: 2 steps per epoch
+# (batch 64 of 90), interrupted after epoch 2, so that the per-step curves of
+# two saved epochs must be cut back into their epochs on resume.
+@pytest.mark.parametrize("row_id, crash_after", [("B-A-2", 1), ("A-B-2", 2)])
+def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache, row_id, crash_after):
   _no_plots(monkeypatch)
-  row = {r.id: r for r in reproduce.table_rows("iris")}[ROW]
-  assert row.epochs >= 2
+  row = {r.id: r for r in reproduce.table_rows("iris")}[row_id]
+  assert row.epochs > crash_after
   data = datasets.load("iris")
   seeds = np.arange(SEEDS)
   common = dict(table="iris", data_name="iris", data=data, seeds=seeds)
 
   # The reference: one uninterrupted run, no checkpoints.
   reproduce.run_row(row, out_dir=tmp_path / "full", **common)
-  full = report.load_json(tmp_path / "full" / "iris" / "rows" / f"{ROW}.json")
+  full = report.load_json(tmp_path / "full" / "iris" / "rows" / f"{row_id}.json")
 
-  # Interrupt after epoch 1: `progress` runs after the epoch's checkpoint.
+  # Interrupt after epoch `crash_after`: `progress` runs after the epoch's checkpoint.
   out = tmp_path / "resumed"
+  epochs_done = []
 
   def crash(n):
-    raise Interrupted
+    epochs_done.append(n)
+    if len(epochs_done) == crash_after:
+      raise Interrupted
 
   with pytest.raises(Interrupted):
     reproduce.run_row(row, out_dir=out, checkpoint_every=1, progress=crash, **common)
-  ckpt_dir = out / "checkpoints" / "iris" / ROW
-  assert report.load_json(ckpt_dir / "latest.json")["epoch"] == 1
-  assert (ckpt_dir / "epoch-1").is_dir()
-  assert not (out / "iris" / "rows" / f"{ROW}.json").exists()
+  ckpt_dir = out / "checkpoints" / "iris" / row_id
+  assert report.load_json(ckpt_dir / "latest.json")["epoch"] == crash_after
+  assert (ckpt_dir / f"epoch-{crash_after}").is_dir()
+  assert not (out / "iris" / "rows" / f"{row_id}.json").exists()
 
   # Rerun the same command through the CLI; spy on the resume it passes on.
   calls = []
@@ -124,12 +131,12 @@ def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache)
     return original(*args, **kwargs)
 
   monkeypatch.setattr(train, "train_paired", spy)
-  argv = ["--table", "iris", "--seeds", str(SEEDS), "--out", str(out), "--rows", ROW,
+  argv = ["--table", "iris", "--seeds", str(SEEDS), "--out", str(out), "--rows", row_id,
           "--checkpoint-every", "1", "--quiet"]
   assert reproduce.main(argv) == 0
-  assert len(calls) == 1 and calls[0] is not None and calls[0][0] == 1
+  assert len(calls) == 1 and calls[0] is not None and calls[0][0] == crash_after
 
-  resumed = report.load_json(out / "iris" / "rows" / f"{ROW}.json")
+  resumed = report.load_json(out / "iris" / "rows" / f"{row_id}.json")
   assert resumed["config"] == full["config"]
   assert resumed["per_seed"] == full["per_seed"]  # exact: floats through JSON
   assert resumed["curves"] == full["curves"]
