@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import compare, datasets, report, reproduce
@@ -653,13 +654,23 @@ def test_committed_tables_are_rebuilt_from_their_row_files(name, tmp_path, monke
 
 
 def test_a_committed_row_retrains_to_the_same_numbers(tmp_path, monkeypatch, persistent_cache):
-  # The README's claim that runs are deterministic on CPU, for the cheapest
-  # Iris row: 30 seeds retrained reproduce the committed per-seed results and
-  # curves exactly (initial weights, average, batch order, loss and updates).
+  # The README's quick-start claim, for the cheapest Iris row: 30 seeds retrained
+  # reproduce the committed per-seed test accuracies exactly (the table's numbers:
+  # initial weights, average, batch order and updates), and the losses and every
+  # curve to float32 rounding. Not bit for bit: the committed rows were made on AMD
+  # EPYC machines, and on an Intel Xeon with AVX-512 (2026-11-28) the Adam arm's
+  # losses differed in the last bit (at most 3e-7 relative) while every accuracy
+  # was equal.
+  # Bit-identity on one machine is tests/test_determinism.py's.
   _no_plots(monkeypatch)
   assert _run(tmp_path, seeds=30) == 0
   committed = report.load_json(pathlib.Path(__file__).resolve().parents[1] / "results" / "iris"
                                / "rows" / f"{ROW}.json")
   fresh = report.load_json(_row_file(tmp_path))
-  assert fresh["per_seed"] == committed["per_seed"]
-  assert fresh["curves"] == committed["curves"]
+  assert fresh["per_seed"].keys() == committed["per_seed"].keys()
+  for key in ("acc_homogeneity", "acc_adam"):
+    assert fresh["per_seed"][key] == committed["per_seed"][key], key
+  assert fresh["curves"].keys() == committed["curves"].keys()
+  for part in ("per_seed", "curves"):
+    for key, value in committed[part].items():
+      np.testing.assert_allclose(fresh[part][key], value, rtol=1e-5, atol=1e-7, err_msg=f"{part} {key}")
