@@ -552,11 +552,6 @@ def run_methods(methods: Sequence[Method], model: models.ModelSpec, data, prep: 
   return runs
 
 
-def run_method(method: Method, model: models.ModelSpec, data, prep: Prepared, *, lrs=None) -> MethodRun:
-  """:func:`run_methods` for one method."""
-  return run_methods([method], model, data, prep, lrs=[lrs], workers=1)[0]
-
-
 # Mean validation accuracies (percent) this close count as a tie. Two lrs whose
 # seeds got different numbers of validation samples right differ by at least
 # 100/(n_val·seeds) points (1.1e-3 for 9,000 samples and 10 seeds); equal

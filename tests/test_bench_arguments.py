@@ -6,7 +6,13 @@ the committed one (bench_torch, bench_memory); 0 was silently the default.
 """
 
 import json
+import os
+import pathlib
+import platform
+import subprocess
 
+import jax
+import numpy as np
 import pytest
 
 from conftest import assert_refused
@@ -86,3 +92,24 @@ def test_summarize_names_an_incomplete_record(results_dir):
     summarize.main(["--only", "memory"])
   assert f"{results_dir / 'memory_cpu.json'}: an incomplete or damaged record" in str(info.value)
   assert "settings" in str(info.value)
+
+
+def test_machine_info_describes_this_machine():
+  # Every record says where it was timed: read here independently of common's parsing.
+  info = common.machine_info()
+  cpuinfo = pathlib.Path("/proc/cpuinfo")
+  if cpuinfo.exists():
+    models = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
+              if line.split(":")[0].strip() == "model name"]
+    assert info["cpu"] == (models[0] if models else platform.processor() or "unknown")
+  if pathlib.Path("/proc/meminfo").exists():
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    assert abs(info["mem_total_gib"] - ram_gib) <= 0.06, (info["mem_total_gib"], ram_gib)
+  assert info["nproc"] == os.cpu_count()
+  assert {k: info["versions"][k] for k in ("jax", "numpy")} == {"jax": jax.__version__,
+                                                                "numpy": np.__version__}
+  assert info["versions"]["python"] == platform.python_version()
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=common.ROOT, capture_output=True, text=True)
+  if head.returncode == 0:  # a git checkout (CI's clone is one)
+    assert info["git"]["commit"] == head.stdout.strip() and len(info["git"]["commit"]) == 40
+    assert isinstance(info["git"]["dirty"], bool)

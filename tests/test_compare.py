@@ -58,6 +58,32 @@ def test_ema_and_lookahead_evaluate_their_averaged_weights():
   assert not np.allclose(carry[0].fast, 0.0)
 
 
+def test_a_host_loop_trains_as_the_whole_program():
+  # Seed 004's CNN task runs one program per epoch, called from Python
+  # (host_loop=True); every other run is one program. Both must train the same
+  # members: the same start, batches and per-step keys (forward-gradient tangents),
+  # with the carry passed on from epoch to epoch. Not bit for bit: the host
+  # loop's steps are unrolled, so XLA may fuse them differently.
+  cfg = compare.DATASETS["iris"]
+  data = compare.load_data("iris", quick=True)
+  model = cfg.model(data)
+  prep = compare.prepare(model, int(data.x_train.shape[0]), seeds=np.array([0, 1, 2]),
+                         epochs=2, batch_size=40)
+  assert prep.mask.shape[0] > 1  # several steps per epoch
+  methods = [compare.METHODS["fwd-adam"]]
+  lrs = [(1e-3, 3e-2)] * len(methods)
+  whole = compare.run_methods(methods, model, data, prep, lrs=lrs, workers=1)
+  loop = compare.run_methods(methods, model, data, prep, lrs=lrs, workers=1, host_loop=True)
+  for a, b in zip(whole, loop):
+    assert (a.method, a.steps) == (b.method, b.steps)
+    assert a.train_loss_curve.shape == b.train_loss_curve.shape == (2, 3, 2)
+    for field in ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss_curve", "val_acc_curve"):
+      np.testing.assert_allclose(getattr(b, field), getattr(a, field), rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{a.method} {field}")
+    for x, y in zip(jax.tree.leaves(a.initial_params), jax.tree.leaves(b.initial_params)):
+      np.testing.assert_array_equal(x, y)
+
+
 def test_best_lr_is_chosen_on_validation_with_loss_tiebreak():
   run = compare.MethodRun(
       method="x", lrs=np.array([0.1, 0.2, 0.3]), seeds=np.arange(2),
