@@ -94,9 +94,12 @@ def test_summarize_names_an_incomplete_record(results_dir):
   assert "settings" in str(info.value)
 
 
-def test_machine_info_describes_this_machine():
+def test_machine_info_describes_this_machine(monkeypatch):
   # Every record says where it was timed: read here independently of common's parsing.
+  monkeypatch.setattr("sys.argv", ["bench_overhead.py", "--reps", "3", "--tag", "a b"])
   info = common.machine_info()
+  assert info["command"].startswith("python -m ")
+  assert info["command"].endswith(" --reps 3 --tag 'a b'")
   cpuinfo = pathlib.Path("/proc/cpuinfo")
   if cpuinfo.exists():
     models = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
