@@ -94,7 +94,8 @@ def _no_plots(monkeypatch):
 # (batch 64 of 90), interrupted after epoch 2, so that the per-step curves of
 # two saved epochs must be cut back into their epochs on resume.
 @pytest.mark.parametrize("row_id, crash_after", [("B-A-2", 1), ("A-B-2", 2)])
-def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache, row_id, crash_after):
+def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, capsys, persistent_cache, row_id,
+                                        crash_after):
   _no_plots(monkeypatch)
   row = {r.id: r for r in reproduce.table_rows("iris")}[row_id]
   assert row.epochs > crash_after
@@ -132,9 +133,14 @@ def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, persistent_cache,
 
   monkeypatch.setattr(train, "train_paired", spy)
   argv = ["--table", "iris", "--seeds", str(SEEDS), "--out", str(out), "--rows", row_id,
-          "--checkpoint-every", "1", "--quiet"]
+          "--checkpoint-every", "1"]
+  capsys.readouterr()
   assert reproduce.main(argv) == 0
   assert len(calls) == 1 and calls[0] is not None and calls[0][0] == crash_after
+  # The progress bar (stderr) counts the resumed epochs as done: it ends full.
+  out_text, err = capsys.readouterr()
+  assert f"{row_id}: 100%" in err and f"| {row.epochs}/{row.epochs} [" in err, err
+  assert f"{row_id}: homogeneity" in out_text
 
   resumed = report.load_json(out / "iris" / "rows" / f"{row_id}.json")
   assert resumed["config"] == full["config"]

@@ -328,6 +328,20 @@ def test_written_files_get_the_usual_mode(tmp_path):
   assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
+def test_reproduce_data_that_cannot_be_loaded(tmp_path, capsys):
+  # MNIST is not on this machine: the error suggests the Fashion-MNIST stand-in;
+  # the stand-in itself, missing too, gets no such hint.
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  hint = "Or run the same protocol on Fashion-MNIST: --data fashion_mnist."
+  for data, hinted in (("mnist", True), ("fashion_mnist", False)):
+    assert reproduce.main(["--table", "mnist", "--data", data, "--data-dir", str(empty),
+                           "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and (hint in err) == hinted, err
+  assert not (tmp_path / "out" / "mnist").exists()
+
+
 # ---------------------------------------------------------------------------
 # compare.
 
