@@ -7,6 +7,8 @@ rate and two seeds: it is about plumbing (pairing, columns, files), not accuracy
 """
 
 import csv
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,8 @@ import optax
 import pytest
 
 from experiments import compare, datasets, models, report
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 
 REQUIRED_COLUMNS = (
     "dataset", "method", "best_lr", "seeds", "test_acc_mean", "test_acc_std",
@@ -82,6 +86,47 @@ def test_a_host_loop_trains_as_the_whole_program():
                                  err_msg=f"{a.method} {field}")
     for x, y in zip(jax.tree.leaves(a.initial_params), jax.tree.leaves(b.initial_params)):
       np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", list(compare.DATASETS))
+def test_the_committed_comparison_ran_with_these_settings(name):
+  # results/compare/<name>.json records the settings and lr grids of the committed
+  # run: the dataset configs and method grids here must still be those (a changed
+  # epoch count, subset size or grid would leave the committed table stale).
+  committed = report.load_json(RESULTS / "compare" / f"{name}.json")
+  config = committed["config"]
+  data = compare.load_data(name)
+  assert compare.run_config(name, data, seeds=config["seeds"], quick=False, epochs=None) == config
+  assert set(committed["methods"]) == set(compare.METHODS)
+  for method, run in committed["methods"].items():
+    np.testing.assert_array_equal(np.float32(run["lrs"]), np.float32(compare.METHODS[method].lrs),
+                                  err_msg=method)
+    steps_per_epoch = -(-config["n_train"] // config["batch_size"])
+    assert run["steps"] == config["epochs"] * steps_per_epoch, method
+
+
+def test_the_docstring_table_gives_each_methods_grid():
+  # The module docstring's table of methods and learning rates is what users read.
+  rows = {}
+  for line in compare.__doc__.splitlines():
+    parts = line.split()
+    if parts and parts[0] in compare.METHODS:
+      rows[parts[0]] = line[line.rindex("  "):].strip()
+  assert set(rows) == set(compare.METHODS)
+  for name, grid in rows.items():
+    lrs = compare.METHODS[name].lrs
+    if "…" in grid:  # "0.01 … 1.0 (5)": first, last and count
+      first, last, count = re.fullmatch(r"(\S+) … (\S+) \((\d+)\)", grid).groups()
+      assert (float(first), float(last), int(count)) == (lrs[0], lrs[-1], len(lrs)), name
+    else:
+      assert tuple(float(x) for x in grid.split(", ")) == tuple(lrs), name
+
+
+def test_ema_decay_covers_about_the_last_epoch():
+  # The docstring: decay 1 − 1/max(10, steps per epoch).
+  assert compare._ema_decay(3) == pytest.approx(0.9)
+  assert compare._ema_decay(10) == pytest.approx(0.9)
+  assert compare._ema_decay(200) == pytest.approx(0.995)
 
 
 def test_best_lr_is_chosen_on_validation_with_loss_tiebreak():
