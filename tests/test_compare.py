@@ -122,6 +122,15 @@ def test_the_docstring_table_gives_each_methods_grid():
       assert tuple(float(x) for x in grid.split(", ")) == tuple(lrs), name
 
 
+def test_us_per_step_is_per_model():
+  # The CSV's us_per_step: wall time of the run over steps × models (lrs × seeds
+  # train side by side): 0.5 s for 100 steps of 2 lrs × 5 seeds is 500 µs.
+  none = np.zeros((2, 5))
+  run = compare.MethodRun("adam", np.array([1e-3, 1e-2]), np.arange(5), none, none, none, none,
+                          none, none, {}, compile_s=9.0, run_s=0.5, steps=100)
+  assert run.us_per_step == pytest.approx(500.0)
+
+
 def test_ema_decay_covers_about_the_last_epoch():
   # The docstring: decay 1 − 1/max(10, steps per epoch).
   assert compare._ema_decay(3) == pytest.approx(0.9)
