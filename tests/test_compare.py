@@ -105,6 +105,23 @@ def test_the_committed_comparison_ran_with_these_settings(name):
     assert run["steps"] == config["epochs"] * steps_per_epoch, method
 
 
+def test_the_committed_seed004_table_ran_with_these_tasks():
+  # results/seed004.csv records each task's data, model, size, epochs, batch and
+  # lr grid: seed004_tasks() and its grid must still give those.
+  with open(RESULTS / "seed004.csv", newline="") as f:
+    committed = list(csv.DictReader(f))
+  tasks = compare.seed004_tasks()
+  assert [r["task"] for r in committed] == [t["task"] for t in tasks for _ in compare.SEED004_METHODS]
+  assert [r["method"] for r in committed] == list(compare.SEED004_METHODS) * len(tasks)
+  for row, task in zip(committed, (t for t in tasks for _ in compare.SEED004_METHODS)):
+    params = models.num_params(task["model"].init(jax.random.key(0)))
+    assert row == dict(row, data=task["data"].name, stand_in_for=task["stand_in"] or "",
+                       model=task["model_name"], epochs=str(task["epochs"]),
+                       batch_size=str(task["batch_size"]), n_train=str(task["data"].x_train.shape[0]),
+                       n_test=str(task["data"].x_test.shape[0]), params=str(params),
+                       lrs=" ".join(f"{x:g}" for x in compare.seed004_lrs(False))), row["task"]
+
+
 def test_the_docstring_table_gives_each_methods_grid():
   # The module docstring's table of methods and learning rates is what users read.
   rows = {}
