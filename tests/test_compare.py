@@ -9,6 +9,7 @@ rate and two seeds: it is about plumbing (pairing, columns, files), not accuracy
 import csv
 import pathlib
 import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -105,6 +106,29 @@ def test_the_committed_comparison_ran_with_these_settings(name):
     assert run["steps"] == config["epochs"] * steps_per_epoch, method
 
 
+def test_the_committed_iris_comparison_retrains_to_its_numbers():
+  # Two of the committed run's ten seeds, retrained for every lr of three methods
+  # (the default, non-quick grids and epochs): Adam, Part II (its dynamic λ needs
+  # the run's total step count) and forward-gradient Adam (its tangents come from
+  # per-step keys). Accuracies are counts: exact; losses to float32 rounding
+  # (other CPUs round the last bits differently, see test_cli.py).
+  committed = report.load_json(RESULTS / "compare" / "iris.json")["methods"]
+  methods = ["adam", "hom-partII", "fwd-adam"]
+  t0 = time.perf_counter()
+  runs = compare.run_dataset("iris", seeds=np.array([0, 1]), methods=methods, workers=1)["runs"]
+  elapsed = time.perf_counter() - t0
+  for name in methods:
+    run, ref = runs[name], committed[name]
+    assert run.lrs.tolist() == ref["lrs"] and run.steps == ref["steps"], name
+    for field in ("val_acc", "test_acc"):
+      np.testing.assert_array_equal(getattr(run, field), np.asarray(ref[field])[:, :2],
+                                    err_msg=f"{name} {field}")
+    for field in ("val_loss", "test_loss"):
+      np.testing.assert_allclose(getattr(run, field), np.asarray(ref[field])[:, :2], rtol=1e-5,
+                                 err_msg=f"{name} {field}")
+    assert 0 < run.compile_s < elapsed and 0 < run.run_s < elapsed, name
+
+
 def test_the_committed_seed004_table_ran_with_these_tasks():
   # results/seed004.csv records each task's data, model, size, epochs, batch and
   # lr grid: seed004_tasks() and its grid must still give those.
@@ -164,6 +188,9 @@ def test_best_lr_is_chosen_on_validation_with_loss_tiebreak():
       test_loss=np.zeros((3, 2)), train_loss_curve=np.zeros((3, 2, 1)),
       val_acc_curve=np.zeros((3, 2, 1)), initial_params=None, compile_s=0.0, run_s=1.0, steps=1)
   # Test accuracy is never looked at; a NaN loss counts as worst.
+  assert compare.best_lr_index(run) == 1
+  # A diverged lr (NaN validation accuracy in a seed) is never the best.
+  run.val_acc = np.array([[np.nan, 99.0], [50.0, 50.0], [40.0, 40.0]])
   assert compare.best_lr_index(run) == 1
 
 
@@ -282,10 +309,13 @@ def test_seed004_keeps_the_finished_tasks_of_a_failed_run(tmp_path):
                                                        quick=False)
 
 
-def test_cli_quick_subset(tmp_path):
+def test_cli_quick_subset(tmp_path, capsys):
   rc = compare.main(["--dataset", "iris", "--quick", "--methods", "sgd", "--epochs", "1",
                      "--out", str(tmp_path)])
   assert rc == 0
+  out = capsys.readouterr().out
+  for method in ("adam", "sgd"):  # one progress line per method
+    assert re.search(rf"iris +{method}: best lr \S+ +val ", out), out
   with open(tmp_path / "compare.csv") as f:
     assert {r["method"] for r in csv.DictReader(f)} == {"adam", "sgd"}
 
