@@ -194,6 +194,21 @@ def test_best_lr_is_chosen_on_validation_with_loss_tiebreak():
   assert compare.best_lr_index(run) == 1
 
 
+def test_summary_ranks_methods_by_mean_test_accuracy_sharing_ties():
+  # Competition ranking (1, 1, 3, 4): equal means share a rank, Adam first among them.
+  def run(name, acc):
+    acc = np.array([acc])  # one lr
+    return compare.MethodRun(name, np.array([1e-3]), np.arange(3), acc, acc * 0, acc, acc * 0,
+                             np.zeros((1, 3, 1)), np.zeros((1, 3, 1)), {}, compile_s=1.0,
+                             run_s=1.0, steps=10)
+  config = dict(dataset="iris", n_test=20, model="m", epochs=1, batch_size=32, n_train=90)
+  runs = {"sgd": run("sgd", [90.0, 90.0, 90.0]), "sam": run("sam", [100.0, 90.0, 95.0]),
+          "adam": run("adam", [95.0, 95.0, 95.0]), "adagrad": run("adagrad", [80.0, 80.0, 80.0])}
+  records = compare.summarize(dict(config=config, runs=runs))
+  assert [(r["method"], r["rank"]) for r in records] == [("adam", 1), ("sam", 1), ("sgd", 3),
+                                                         ("adagrad", 4)]
+
+
 def test_equal_counts_tie_whatever_the_rounding_of_their_mean():
   # 10 seeds, 360 validation samples: lr 0 and lr 1 got the same total right
   # (3,300), spread differently over the seeds, so their float32 means may
