@@ -209,6 +209,20 @@ def test_summary_ranks_methods_by_mean_test_accuracy_sharing_ties():
                                                          ("adagrad", 4)]
 
 
+def test_seed_statistics_and_rounding_of_the_tables():
+  from scipy import stats
+  for values in ([90.0, 92.5, 97.5, 95.0], [90.0, 95.0]):
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert compare._t_half(values) == pytest.approx((high - low) / 2, rel=1e-12)
+    assert compare._std(values) == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+  # One seed: no spread, and no interval.
+  assert compare._std([90.0]) == 0.0 and np.isnan(compare._t_half([90.0]))
+  # The tables round to 4 decimals, except the lr (the value asked for) and p.
+  rec = dict(test_acc_mean=96.694444, best_lr=0.0003, wilcoxon_p=1.234567e-5, wins_vs_adam=3)
+  assert compare._round(rec) == dict(test_acc_mean=96.6944, best_lr=0.0003, wilcoxon_p=1.234567e-5,
+                                     wins_vs_adam=3)
+
+
 def test_equal_counts_tie_whatever_the_rounding_of_their_mean():
   # 10 seeds, 360 validation samples: lr 0 and lr 1 got the same total right
   # (3,300), spread differently over the seeds, so their float32 means may
