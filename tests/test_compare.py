@@ -129,6 +129,35 @@ def test_the_committed_iris_comparison_retrains_to_its_numbers():
     assert 0 < run.compile_s < elapsed and 0 < run.run_s < elapsed, name
 
 
+def test_the_committed_comparison_tables_rebuild_from_its_json(tmp_path):
+  # compare.csv and compare.md are the summaries of the committed per-lr, per-seed
+  # numbers in compare/<dataset>.json: best lr on validation, paired statistics,
+  # ranks, the headline's wording ("CI below 0", ties), rounding. Rebuilt here
+  # byte for byte (the run's command and wall time are taken from the md).
+  text = (RESULTS / "compare.md").read_text()
+  command, seconds = re.search(r"Command: `(.*)` — (\d+) s wall", text).groups()
+  records, configs, flat = {}, {}, []
+  for name in compare.DATASETS:
+    saved = report.load_json(RESULTS / "compare" / f"{name}.json")
+    runs = {}
+    assert set(saved["methods"]) == set(compare.METHODS)
+    for method in compare.METHODS:  # the run's order (the JSON's keys are sorted)
+      m = saved["methods"][method]
+      lrs, seeds = np.float32(m["lrs"]), np.array(m["seeds"])
+      curve = np.zeros((lrs.size, seeds.size, 1))
+      runs[method] = compare.MethodRun(
+          method, lrs, seeds, *(np.float32(m[k]) for k in ("val_acc", "val_loss", "test_acc", "test_loss")),
+          curve, curve, {}, compile_s=m["compile_s"], run_s=m["run_s"], steps=m["steps"])
+      assert runs[method].us_per_step == m["us_per_step"]
+      assert compare.best_lr_index(runs[method]) == m["best_lr_index"], (name, method)
+    records[name] = compare.summarize(dict(config=saved["config"], runs=runs))
+    configs[name] = saved["config"]
+    flat += records[name]
+  assert compare.markdown(records, configs, command, float(seconds)) == text
+  report.write_csv(tmp_path / "compare.csv", [compare._round(r) for r in flat], compare.CSV_COLUMNS)
+  assert (tmp_path / "compare.csv").read_text() == (RESULTS / "compare.csv").read_text()
+
+
 def test_the_committed_seed004_table_ran_with_these_tasks():
   # results/seed004.csv records each task's data, model, size, epochs, batch and
   # lr grid: seed004_tasks() and its grid must still give those.
