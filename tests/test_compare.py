@@ -164,6 +164,8 @@ def test_the_committed_seed004_table_ran_with_these_tasks():
   with open(RESULTS / "seed004.csv", newline="") as f:
     committed = list(csv.DictReader(f))
   tasks = compare.seed004_tasks()
+  if tasks[-1]["stand_in"] is None:
+    pytest.skip("KMNIST is on this machine: the committed table ran on its Fashion-MNIST stand-in")
   assert [r["task"] for r in committed] == [t["task"] for t in tasks for _ in compare.SEED004_METHODS]
   assert [r["method"] for r in committed] == list(compare.SEED004_METHODS) * len(tasks)
   for row, task in zip(committed, (t for t in tasks for _ in compare.SEED004_METHODS)):
