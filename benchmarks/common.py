@@ -156,7 +156,7 @@ def machine_info() -> dict[str, Any]:
   """What a reader needs to judge a timing: machine, load, versions, date, command."""
   info = {
       "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": "python -m " + _module_name() + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""),
+      "command": _command(),
       "cpu": _cpu_model(),
       "nproc": os.cpu_count(),
       "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -180,17 +180,19 @@ def machine_info() -> dict[str, Any]:
   return info
 
 
-def _module_name() -> str:
+def _command() -> str:
+  """The command line that ran this process: ``python -m <module> <args>`` (a script run
+  by its path inside the repository is named as its module; one outside it by its path)."""
+  args = " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
   main = sys.modules.get("__main__")
   spec = getattr(main, "__spec__", None)
   if spec is not None and spec.name:
-    return spec.name
+    return f"python -m {spec.name}{args}"
   path = pathlib.Path(sys.argv[0]).resolve()
   try:
-    rel = path.relative_to(ROOT).with_suffix("")
-    return ".".join(rel.parts)
+    return "python -m " + ".".join(path.relative_to(ROOT).with_suffix("").parts) + args
   except ValueError:
-    return str(path)
+    return "python " + shlex.quote(str(path)) + args
 
 
 def output_name(bench: str, args) -> str:

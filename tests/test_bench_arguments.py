@@ -10,6 +10,8 @@ import os
 import pathlib
 import platform
 import subprocess
+import sys
+import types
 
 import jax
 import numpy as np
@@ -92,6 +94,35 @@ def test_summarize_names_an_incomplete_record(results_dir):
     summarize.main(["--only", "memory"])
   assert f"{results_dir / 'memory_cpu.json'}: an incomplete or damaged record" in str(info.value)
   assert "settings" in str(info.value)
+
+
+@pytest.mark.parametrize("spec_name, argv0, command", [
+    ("benchmarks.bench_overhead", "/x/bench_overhead.py", "python -m benchmarks.bench_overhead"),
+    (None, "<ROOT>/benchmarks/bench_seeds.py", "python -m benchmarks.bench_seeds"),
+    ("", "<ROOT>/benchmarks/bench_torch.py", "python -m benchmarks.bench_torch"),
+    (None, "/elsewhere/my bench.py", "python '/elsewhere/my bench.py'"),
+])
+def test_the_recorded_command_is_the_one_that_ran(monkeypatch, spec_name, argv0, command):
+  # python -m <module> sets __main__.__spec__; python <path> does not.
+  main = types.ModuleType("__main__")
+  main.__spec__ = None if spec_name is None else types.SimpleNamespace(name=spec_name)
+  monkeypatch.setitem(sys.modules, "__main__", main)
+  monkeypatch.setattr("sys.argv", [argv0.replace("<ROOT>", str(common.ROOT)), "--reps", "3"])
+  assert common.machine_info()["command"] == command + " --reps 3"
+  monkeypatch.setattr("sys.argv", sys.argv[:1])
+  assert common.machine_info()["command"] == command
+
+
+def test_machine_info_records_only_the_settings_that_change_xla(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  monkeypatch.setenv("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+  monkeypatch.setenv("HOMAX_UNRELATED", "x")
+  env = common.machine_info()["environment"]
+  assert {k: env[k] for k in ("XLA_FLAGS", "JAX_DEFAULT_MATMUL_PRECISION", "TF_CPP_MIN_LOG_LEVEL")
+          } == {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false",
+                "JAX_DEFAULT_MATMUL_PRECISION": "highest", "TF_CPP_MIN_LOG_LEVEL": "1"}
+  assert all(k.startswith(("JAX_", "XLA_")) or k == "TF_CPP_MIN_LOG_LEVEL" for k in env), env
 
 
 def test_machine_info_describes_this_machine(monkeypatch):
