@@ -35,6 +35,7 @@ def test_only_full_or_tagged_partial_runs_reach_the_results(bench_dirs, capsys, 
   record = json.loads((out / name).read_text())
   assert (record["quick"], record["partial"]) == (quick, bool(partial))
   printed = capsys.readouterr().out
+  assert "wrote " + ", ".join(str(p.relative_to(out.parent)) for p in paths) in printed
   assert ("not written to benchmarks/results/" in printed) == (not kept)
 
 
