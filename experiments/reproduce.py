@@ -55,12 +55,16 @@ def table_rows(table: str, only: list[str] | None = None) -> list[published.Row]
   """The rows of ``table`` in its order, or those of ``only`` in that order.
 
   Raises:
-    ValueError: an id of ``only`` is not a row of the table.
+    ValueError: an id of ``only`` is not a row of the table, or a row of the published
+      table contradicts the protocol (:meth:`published.Row.check`; the message names the file).
   """
   dataset = TABLES[table][0]
   rows = [r for r in published.load() if r.dataset == dataset]
   for r in rows:
-    r.check()
+    try:
+      r.check()
+    except ValueError as e:
+      raise ValueError(f"{published.CSV_PATH}: {e}") from None
   if only is not None:
     ids = {r.id: r for r in rows}
     unknown = [i for i in only if i not in ids]

@@ -2,6 +2,7 @@
 and nothing already computed lost (``experiments.reproduce``, ``experiments.compare``)."""
 
 import csv
+import dataclasses
 import math
 import os
 import pathlib
@@ -13,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import compare, datasets, report, reproduce
+from experiments import compare, datasets, published, report, reproduce
 
 ROW = "B-A-2"  # 2 full-batch steps: the cheapest row of the Iris table.
 
@@ -74,6 +75,26 @@ def test_reproduce_accepts_the_largest_first_seed(tmp_path, monkeypatch):
   with pytest.raises(AssertionError, match="nothing should train"):
     reproduce.main(["--table", "iris", "--seeds", "2", "--first-seed", str(2**32 - 2), "--rows", ROW,
                     "--out", str(tmp_path / "out"), "--quiet"])
+
+
+@pytest.mark.parametrize("field, error", [
+    ("total_iterations", "T = 30 from the protocol, 31 in the CSV"),
+    ("homogeneity_learning_rate", "from 2η/(ηT+1)"),
+])
+def test_reproduce_refuses_a_published_row_that_contradicts_the_protocol(
+    tmp_path, monkeypatch, capsys, field, error):
+  # A typo in the bundled published_results.csv stops the run before anything trains.
+  _no_training(monkeypatch)
+  rows = published.load()
+  i = next(k for k, r in enumerate(rows) if r.id == "B-A-1" and r.dataset == "iris")
+  rows[i] = dataclasses.replace(rows[i], **{field: getattr(rows[i], field) + 1})
+  monkeypatch.setattr(reproduce.published, "load", lambda: rows)
+  with pytest.raises(SystemExit) as info:
+    reproduce.main(["--table", "iris", "--rows", ROW, "--out", str(tmp_path / "out"), "--quiet"])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"error: {published.CSV_PATH}: B-A-1: " in err and error in err
+  assert not (tmp_path / "out").exists()
 
 
 def test_reproduce_rows_may_have_blanks_around_ids(tmp_path, monkeypatch, capsys):
