@@ -120,6 +120,8 @@ def test_cli_resumes_an_interrupted_row(tmp_path, monkeypatch, capsys, persisten
     reproduce.run_row(row, out_dir=out, checkpoint_every=1, progress=crash, **common)
   ckpt_dir = out / "checkpoints" / "iris" / row_id
   assert report.load_json(ckpt_dir / "latest.json")["epoch"] == crash_after
+  # Only the latest epoch is kept: each save removes the ones before it.
+  assert sorted(p.name for p in ckpt_dir.glob("epoch-*")) == [f"epoch-{crash_after}"]
   assert (ckpt_dir / f"epoch-{crash_after}").is_dir()
   assert not (out / "iris" / "rows" / f"{row_id}.json").exists()
 

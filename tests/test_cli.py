@@ -3,6 +3,7 @@ and nothing already computed lost (``experiments.reproduce``, ``experiments.comp
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import pathlib
@@ -245,6 +246,27 @@ def test_reproduce_interrupted_says_how_to_go_on(tmp_path, monkeypatch, capsys):
   assert _run(tmp_path) == 130
   err = capsys.readouterr().err
   assert f"interrupted during row {ROW}" in err and "rerun the same command" in err
+
+
+def test_reproduce_interrupted_keeps_the_table_of_the_rows_it_finished(tmp_path, monkeypatch):
+  # The table is rewritten after each row: an interrupt in the second row leaves the first's.
+  _no_plots(monkeypatch)
+  committed = pathlib.Path(__file__).parents[1] / "results" / "iris" / "rows"
+  trained = []
+
+  def run_row(row, out_dir, **kwargs):
+    if trained:
+      raise KeyboardInterrupt
+    trained.append(row.id)
+    record = json.loads((committed / f"{row.id}.json").read_text())
+    report.atomic_write_text(out_dir / "iris" / "rows" / f"{row.id}.json", json.dumps(record))
+    return record["summary"]
+
+  monkeypatch.setattr(reproduce, "run_row", run_row)
+  assert _run(tmp_path, seeds=30, rows="B-A-1,B-A-2") == 130
+  with open(tmp_path / "iris.csv") as f:
+    assert [r["row_id"] for r in csv.DictReader(f)] == ["B-A-1"] == trained
+  assert "B-A-1" in (tmp_path / "iris.md").read_text()
 
 
 # ---------------------------------------------------------------------------
@@ -669,6 +691,10 @@ def test_committed_tables_are_rebuilt_from_their_row_files(name, tmp_path, monke
   # only those rows, skips every row and rebuilds both files byte for byte
   # (the statistics, their formatting and the published numbers beside them).
   _no_plots(monkeypatch)
+  plots = []
+  for plot in ("plot_forest", "plot_beta_sweep"):
+    monkeypatch.setattr(report, plot, lambda path, records, title, plot=plot: plots.append(
+        (plot, path, [r["row_id"] for r in records])))
   results = pathlib.Path(__file__).resolve().parents[1] / "results"
   # Each row's statistics are those of its per-seed accuracies.
   for path in sorted((results / name / "rows").glob("*.json")):
@@ -688,6 +714,14 @@ def test_committed_tables_are_rebuilt_from_their_row_files(name, tmp_path, monke
   assert reproduce.main([*command.split(), "--out", str(tmp_path), "--quiet"]) == 0
   assert (tmp_path / f"{name}.md").read_text() == markdown
   assert (tmp_path / f"{name}.csv").read_bytes() == (results / f"{name}.csv").read_bytes()
+  # The plots: a forest of every row, and a β sweep where the table has several HYBRID rows.
+  with open(results / f"{name}.csv") as f:
+    rows = list(csv.DictReader(f))
+  expected = [("plot_forest", tmp_path / name / "forest.png", [r["row_id"] for r in rows])]
+  hybrid = [r["row_id"] for r in rows if r["variant"] == "HYBRID"]
+  if len(hybrid) > 1:
+    expected.append(("plot_beta_sweep", tmp_path / name / "beta_sweep.png", hybrid))
+  assert plots == expected
 
 
 def _assert_retrained(fresh: dict, committed: dict) -> None:
