@@ -724,6 +724,16 @@ def test_committed_tables_are_rebuilt_from_their_row_files(name, tmp_path, monke
   assert plots == expected
 
 
+@pytest.mark.parametrize("n, stride", [(1, 1), (0, 1), (2000, 1), (2001, 2), (6000, 3), (6001, 4)])
+def test_a_row_file_keeps_at_most_max_step_points_of_each_curve(n, stride):
+  assert reproduce.MAX_STEP_POINTS == 2000
+  x = np.arange(2 * n).reshape(2, n)
+  kept, step = reproduce._stride(x)
+  assert step == stride
+  np.testing.assert_array_equal(kept, x[:, ::stride])
+  assert kept.shape[-1] <= reproduce.MAX_STEP_POINTS
+
+
 def _assert_retrained(fresh: dict, committed: dict) -> None:
   """A retrained row file against the first seeds of a committed one: the per-seed
   test accuracies exactly, the losses and every curve to float32 rounding
