@@ -138,8 +138,7 @@ def run_row(row, *, table, data_name, data, seeds, out_dir, checkpoint_every=0, 
   _, _, rule, direction, _ = TABLES[table]
   if direction == "flip":
     direction = _flip(row.variant)
-  model = models.mlp(data.x_train.shape[-1] if data.x_train.ndim == 2 else int(np.prod(data.x_train.shape[1:])),
-                     row.hidden_size, data.num_classes)
+  model = models.mlp(int(np.prod(data.x_train.shape[1:])), row.hidden_size, data.num_classes)
   trainer = train.PairedTrainer(
       model=model,
       make_homogeneity_tx=lambda avg: row.optimizer(avg, rule=rule, direction=direction),

@@ -750,6 +750,14 @@ def _assert_retrained(fresh: dict, committed: dict) -> None:
       if key != "step_stride":
         np.testing.assert_allclose(fresh[part][key], value[:n], rtol=1e-5, atol=1e-7,
                                    err_msg=f"{part} {key}")
+  # The published numbers beside the row do not depend on the seeds.
+  published_fields = ("dataset", "data", "variant", "sample", "row_id", "label", "beta",
+                      "published_acc_homogeneity", "published_acc_adam", "published_diff")
+  assert ({k: fresh["summary"][k] for k in published_fields}
+          == {k: committed["summary"][k] for k in published_fields})
+  s = fresh["summary"]
+  assert s["published_diff_in_ci"] == (
+      s["diff_ci95_low"] <= s["published_diff"] <= s["diff_ci95_high"])
 
 
 @pytest.mark.parametrize("table", ["iris-ascend", "iris-exact"])
