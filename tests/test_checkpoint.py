@@ -219,3 +219,25 @@ def test_tables_sharing_a_row_id_keep_their_own_checkpoints(tmp_path, monkeypatc
   assert reproduce.main(["--table", "iris", *argv]) == 0
   assert resumes == [None, 1]
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_checkpoints_every_n_epochs_and_after_the_last(tmp_path, monkeypatch, persistent_cache):
+  # --checkpoint-every 3 over A-B-2's 10 epochs saves after epochs 3, 6, 9 and 10.
+  _no_plots(monkeypatch)
+  saved = []
+
+  class Recorder:  # stands in for orbax's Checkpointer: records each save
+    def save(self, path, tree):
+      saved.append(path.name)
+      path.mkdir(parents=True)
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(reproduce, "_checkpointer", Recorder)
+  row = {r.id: r for r in reproduce.table_rows("iris")}["A-B-2"]
+  assert row.epochs == 10
+  reproduce.run_row(row, table="iris", data_name="iris", data=datasets.load("iris"),
+                    seeds=np.arange(1), out_dir=tmp_path, checkpoint_every=3)
+  assert saved == ["epoch-3", "epoch-6", "epoch-9", "epoch-10"]
+  assert not (tmp_path / "checkpoints").exists()  # removed once the row is written
