@@ -206,6 +206,19 @@ def test_reproduce_exits_after_a_real_failed_checkpoint_save(tmp_path):
   assert reproduce._row_status(_row_file(tmp_path), [0], "iris", "iris") == "done"
 
 
+@pytest.mark.parametrize("record", [
+    {"config": {"seeds": [0]}, "summary": ["row_id"]},
+    {"config": ["seeds"], "summary": {}},
+    {"config": {"seeds": []}, "summary": {}},
+])
+def test_a_row_file_whose_parts_are_not_objects_is_unreadable(tmp_path, record):
+  path = tmp_path / "row.json"
+  path.write_text(json.dumps(record))
+  with pytest.raises(ValueError, match=f"row file {path} is unreadable \\(TypeError: config and"
+                     " summary must be objects, with seeds\\)"):
+    reproduce._load_row(path)
+
+
 def test_reproduce_a_row_file_without_a_summary_field_is_unreadable(tmp_path, monkeypatch, capsys,
                                                                     persistent_cache):
   _no_plots(monkeypatch)
