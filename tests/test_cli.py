@@ -271,8 +271,8 @@ def test_reproduce_interrupted_keeps_the_table_of_the_rows_it_finished(tmp_path,
     if trained:
       raise KeyboardInterrupt
     trained.append(row.id)
-    record = json.loads((committed / f"{row.id}.json").read_text())
-    report.atomic_write_text(out_dir / "iris" / "rows" / f"{row.id}.json", json.dumps(record))
+    record = report.load_json(committed / f"{row.id}.json")
+    report.save_json(out_dir / "iris" / "rows" / f"{row.id}.json", record)
     return record["summary"]
 
   monkeypatch.setattr(reproduce, "run_row", run_row)
