@@ -33,7 +33,13 @@ optimizer state donated. Arms:
   optimizer's input written back to memory on every platform
   (``transform._materialized(x, everywhere=True)``), as homax did on the GPU
   too before session 9; since then it does so on the CPU only. On the CPU the
-  arm is ``part1`` itself.
+  arm is ``part1`` itself;
+* ``adam+adam`` (only with ``--arms``): ``optax.chain(optax.adam(1e-3),
+  optax.adam(1e-3))``, a reference without homogeneity: the second Adam is what
+  Part I's step optimizer costs alone (two more moment arrays read and
+  written, one more update), so ``part1`` − ``adam+adam`` is the cost of the
+  homogeneity arithmetic itself (θ', the sums N and D, Table 1 and the running
+  average). Session 19, RESULTS.md §7.
 
 Models: the paper's MLP 784→128→10 at batch 5, 128 and 420, and an MLP
 784→1024→1024→10 at batch 128. Data: **synthetic** — standard-normal inputs
@@ -72,7 +78,7 @@ CONFIGS = (
 ARMS = ("adam", "part1", "part2", "sgd", "sgd+homog")
 # Timed only when named with --arms.
 EXTRA_ARMS = ("part1-flatten", "part1-onesum", "part2-onesum", "part1-materialize",
-              "part1-onesum-direct")
+              "part1-onesum-direct", "adam+adam")
 # --configs names a config by its last word ("b5", "b128", "b420") or "deep".
 CONFIG_KEYS = {"b5": 0, "b128": 1, "b420": 2, "deep": 3}
 POOL = 16
@@ -98,6 +104,11 @@ def make_tx(arm: str, average, total_steps: int):
     return homax.paper_optimizer("COMPLETE", learning_rate=LR, homogeneity_learning_rate=LR_H,
                                  total_steps=total_steps, lambda_type="dynamic",
                                  initial_average=average)
+  if arm == "adam+adam":
+    # Part I's two Adams (the step optimizer with torch's defaults, as homax's
+    # step="adam"), with nothing between them.
+    return optax.chain(make_tx("adam", average, total_steps),
+                       optax.adam(LR_H, b1=0.9, b2=0.999, eps=1e-8))
   if arm == "sgd":
     return optax.sgd(LR_SGD)
   if arm == "sgd+homog":

@@ -218,6 +218,36 @@ def test_the_materialize_arm_adds_the_write_backs_only_off_the_cpu(platform, ext
   assert writes["part1-materialize"] - writes["part1"] == extra_writes
 
 
+def test_the_adam_adam_arm_is_part1s_two_adams_without_homogeneity():
+  """``adam+adam`` feeds the base Adam's update to a second Adam(η_h) with torch's
+  defaults, the step optimizer ``part1`` runs, and nothing else: two steps of it
+  equal two Adams applied by hand, and its state is two Adam states."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  model, params, average, xs, ys = bench_overhead.setup("mlp", 16, 8)
+  tx = bench_overhead.make_tx("adam+adam", average, 10)
+  state = tx.init(params)
+  assert [type(s[0]).__name__ for s in state] == ["ScaleByAdamState"] * 2
+  run = bench_overhead.make_run(model, tx, 2)
+  got = run(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state), xs, ys)[0]
+
+  def loss(p, x, y):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y))
+
+  first, second = optax.adam(1e-3), optax.adam(bench_overhead.LR_H, eps=1e-8)
+  p, s1, s2 = params, first.init(params), second.init(params)
+  for k in range(2):
+    u, s1 = first.update(jax.grad(loss)(p, xs[k], ys[k]), s1, p)
+    u, s2 = second.update(u, s2, p)
+    p = optax.apply_updates(p, u)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(p)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(got)[0], jax.tree.leaves(params)[0])
+
+
 def test_interleaved_rotates_single_arms_or_groups():
   from benchmarks import common
   calls = []
