@@ -737,6 +737,36 @@ def test_committed_tables_are_rebuilt_from_their_row_files(name, tmp_path, monke
   assert plots == expected
 
 
+def test_table_names_one_command_per_seed_count_and_first_seed(tmp_path, monkeypatch):
+  """Rows finished by different runs (other seed counts, other first seeds) are listed
+  under one ``Command:`` note per (first seed, seeds), each with the rows it ran."""
+  _no_plots(monkeypatch)
+  results = pathlib.Path(__file__).resolve().parents[1] / "results"
+  rows = tmp_path / "iris" / "rows"
+  shutil.copytree(results / "iris" / "rows", rows)
+  ids = [r.id for r in reproduce.table_rows("iris")]
+
+  def rerun(row_id, seeds):  # as if row_id had been run with these seeds
+    record = report.load_json(rows / f"{row_id}.json")
+    record["config"]["seeds"] = list(seeds)
+    record["summary"]["seeds"] = len(seeds)
+    report.save_json(rows / f"{row_id}.json", record)
+
+  rerun(ids[1], range(30, 60))  # same count, another first seed
+  rerun(ids[2], range(0, 10))   # another count, the same first seed
+  rerun(ids[3], range(0, 10))
+  reproduce.write_table("iris", "iris", tmp_path)
+  notes = [line.strip() for line in (tmp_path / "iris.md").read_text().splitlines()
+           if line.startswith("Command:")]
+  rest = [i for i in ids if i not in ids[1:4]]
+  assert notes == [
+      f"Command: `python -m experiments.reproduce --table iris --seeds 10 --rows {ids[2]},{ids[3]}`",
+      f"Command: `python -m experiments.reproduce --table iris --seeds 30 --rows {','.join(rest)}`",
+      f"Command: `python -m experiments.reproduce --table iris --seeds 30 --first-seed 30"
+      f" --rows {ids[1]}`",
+  ]
+
+
 @pytest.mark.parametrize("n, stride", [(1, 1), (0, 1), (2000, 1), (2001, 2), (6000, 3), (6001, 4)])
 def test_a_row_file_keeps_at_most_max_step_points_of_each_curve(n, stride):
   assert reproduce.MAX_STEP_POINTS == 2000
