@@ -767,6 +767,42 @@ def test_table_names_one_command_per_seed_count_and_first_seed(tmp_path, monkeyp
   ]
 
 
+@pytest.mark.parametrize("hybrid, sweep", [(0, False), (1, False), (2, True), (3, True)])
+def test_the_beta_sweep_is_plotted_from_two_hybrid_rows(tmp_path, monkeypatch, hybrid, sweep):
+  """``beta_sweep.png`` needs at least two HYBRID rows (a sweep of one β is no sweep)."""
+  plots = []
+  monkeypatch.setattr(report, "plot_forest", lambda *a, **k: None)
+  monkeypatch.setattr(report, "plot_beta_sweep",
+                      lambda path, records, title: plots.append([r["row_id"] for r in records]))
+  results = pathlib.Path(__file__).resolve().parents[1] / "results" / "mnist--fashion_mnist"
+  files = sorted((results / "rows").glob("*.json"))
+  hybrids = [f for f in files if f.stem.startswith("HYBRID")][:hybrid]
+  others = [f for f in files if not f.stem.startswith("HYBRID")][:2]
+  rows = tmp_path / "mnist--fashion_mnist" / "rows"
+  rows.mkdir(parents=True)
+  for f in hybrids + others:
+    shutil.copy(f, rows / f.name)
+  records = reproduce.write_table("mnist", "fashion_mnist", tmp_path)
+  assert len(records) == hybrid + 2
+  in_table = [r["row_id"] for r in records if r["variant"] == "HYBRID"]
+  assert sorted(in_table) == sorted(f.stem for f in hybrids)
+  assert plots == ([in_table] if sweep else [])
+
+
+def test_reproduce_runs_30_seeds_from_seed_0_by_default(tmp_path, monkeypatch, capsys):
+  """The documented defaults: ``--seeds 30``, ``--first-seed 0``."""
+  got = []
+
+  def interrupted(row, *, seeds, **kwargs):
+    got.append(np.asarray(seeds))
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(reproduce, "run_row", interrupted)
+  assert reproduce.main(["--rows", ROW, "--out", str(tmp_path), "--quiet"]) == 130
+  np.testing.assert_array_equal(got[0], np.arange(30))
+  assert "1 rows × 30 paired seeds" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("n, stride", [(1, 1), (0, 1), (2000, 1), (2001, 2), (6000, 3), (6001, 4)])
 def test_a_row_file_keeps_at_most_max_step_points_of_each_curve(n, stride):
   assert reproduce.MAX_STEP_POINTS == 2000
