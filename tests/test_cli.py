@@ -789,18 +789,43 @@ def test_the_beta_sweep_is_plotted_from_two_hybrid_rows(tmp_path, monkeypatch, h
   assert plots == ([in_table] if sweep else [])
 
 
-def test_reproduce_runs_30_seeds_from_seed_0_by_default(tmp_path, monkeypatch, capsys):
-  """The documented defaults: ``--seeds 30``, ``--first-seed 0``."""
+def _interrupted_run(monkeypatch, argv):
+  """``reproduce.main(argv)`` stopped at its first row: (the row's run_row arguments, stdout)."""
   got = []
 
-  def interrupted(row, *, seeds, **kwargs):
-    got.append(np.asarray(seeds))
+  def interrupted(row, **kwargs):
+    got.append(kwargs)
     raise KeyboardInterrupt
 
   monkeypatch.setattr(reproduce, "run_row", interrupted)
-  assert reproduce.main(["--rows", ROW, "--out", str(tmp_path), "--quiet"]) == 130
-  np.testing.assert_array_equal(got[0], np.arange(30))
-  assert "1 rows × 30 paired seeds" in capsys.readouterr().out
+  assert reproduce.main(argv) == 130
+  return got[0]
+
+
+def test_reproduce_runs_30_seeds_from_seed_0_by_default(tmp_path, monkeypatch, capsys):
+  """The documented defaults: ``--seeds 30``, ``--first-seed 0``."""
+  args = _interrupted_run(monkeypatch, ["--rows", ROW, "--out", str(tmp_path), "--quiet"])
+  np.testing.assert_array_equal(args["seeds"], np.arange(30))
+  assert "1 rows × 30 paired seeds on iris → " in capsys.readouterr().out
+
+
+def test_reproduce_progress_bar_only_without_quiet(tmp_path, monkeypatch, capsys):
+  base = ["--rows", ROW, "--seeds", "2", "--out", str(tmp_path)]
+  assert _interrupted_run(monkeypatch, [*base, "--quiet"])["progress"] is None
+  assert callable(_interrupted_run(monkeypatch, base)["progress"])  # tqdm's update
+
+
+def test_reproduce_says_when_its_data_is_a_stand_in(tmp_path, monkeypatch, capsys):
+  """``--data`` other than the table's own is announced as a stand-in (the table's .md says
+  so too: the rebuild test above), and the table's own data is not."""
+  row = reproduce.table_rows("mnist")[0].id
+  _interrupted_run(monkeypatch, ["--table", "mnist", "--data", "fashion_mnist", "--rows", row,
+                                 "--seeds", "1", "--out", str(tmp_path), "--quiet"])
+  assert (f"table mnist: 1 rows × 1 paired seeds on fashion_mnist (STAND-IN for mnist: published"
+          " numbers are mnist) → ") in capsys.readouterr().out
+  _interrupted_run(monkeypatch, ["--rows", ROW, "--seeds", "1", "--out", str(tmp_path), "--quiet"])
+  out = capsys.readouterr().out
+  assert "table iris: 1 rows × 1 paired seeds on iris → " in out and "STAND-IN" not in out
 
 
 @pytest.mark.parametrize("n, stride", [(1, 1), (0, 1), (2000, 1), (2001, 2), (6000, 3), (6001, 4)])
