@@ -809,6 +809,38 @@ def test_reproduce_runs_30_seeds_from_seed_0_by_default(tmp_path, monkeypatch, c
   assert "1 rows × 30 paired seeds on iris → " in capsys.readouterr().out
 
 
+def test_run_row_trains_against_torchs_adam_and_saves_no_checkpoints_by_default(monkeypatch):
+  """The paired baseline is the seed's ``torch.optim.Adam(lr)``: optax.adam with b1 0.9,
+  b2 0.999 and eps 1e-8, bit for bit; and ``run_row`` without ``checkpoint_every`` trains
+  without checkpoint hooks."""
+  import jax.numpy as jnp
+  import optax
+
+  made, hooks = {}, []
+
+  class Stop(Exception):
+    pass
+
+  monkeypatch.setattr(reproduce.train, "PairedTrainer", lambda **kwargs: made.update(kwargs))
+  monkeypatch.setattr(reproduce, "_checkpoint_hooks", lambda *a, **k: hooks.append(a))
+  monkeypatch.setattr(reproduce.train, "train_paired",
+                      lambda *a, **k: (_ for _ in ()).throw(Stop()))
+  row = reproduce.table_rows("iris", [ROW])[0]
+  with pytest.raises(Stop):
+    reproduce.run_row(row, table="iris", data_name="iris", data=datasets.load("iris"),
+                      seeds=np.arange(2), out_dir=pathlib.Path("/nonexistent"))
+  assert hooks == []
+  reference = optax.adam(row.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+  params = {"w": jnp.zeros(4)}
+  # Gradients down to 1e-9, where eps shows, and one that b1/b2 dominate.
+  grads = [{"w": jnp.array([1e-9, -3e-8, 0.5, 2.0])}, {"w": jnp.array([2e-9, 1e-8, -0.1, 3.0])}]
+  got, want = made["adam_tx"].init(params), reference.init(params)
+  for g in grads:
+    u, got = made["adam_tx"].update(g, got, params)
+    v, want = reference.update(g, want, params)
+    np.testing.assert_array_equal(u["w"], v["w"])
+
+
 def test_reproduce_progress_bar_only_without_quiet(tmp_path, monkeypatch, capsys):
   base = ["--rows", ROW, "--seeds", "2", "--out", str(tmp_path)]
   assert _interrupted_run(monkeypatch, [*base, "--quiet"])["progress"] is None
