@@ -70,3 +70,77 @@ def test_each_homax_arm_runs_right_after_a_torch_run(monkeypatch):
   starts = [timed[i] for i in range(0, len(timed), 6)]
   assert starts[:4] == ["torch adam", "torch homog", "torch adam (no monitor)",
                         "torch homog (no monitor)"]
+
+
+def _stub_arms(monkeypatch, runs):
+  """``bench_batch``'s six arms as timers returning ``runs[arm]`` one repetition after
+  another (the torch arms' warm-up call first gets an outlier that must not count)."""
+  def timer(values):
+    it = iter(values)
+    return lambda: next(it)
+
+  warm = {n: [999.0] if n.startswith("torch") else [] for n in runs}
+  arms = {n: timer(warm[n] + v) for n, v in runs.items()}
+  monkeypatch.setattr(bench_torch, "homax_arms", lambda batch, steps: {
+      n: f for n, f in arms.items() if n.startswith("homax")})
+  monkeypatch.setattr(bench_torch, "torch_arms", lambda worker, batch, steps: {
+      n: f for n, f in arms.items() if n.startswith("torch")})
+
+
+def test_a_rows_speedups_and_parts_are_those_of_its_median_times(monkeypatch):
+  """Per step = median run time / steps (µs); whole-step speed-up = torch homog ÷ homax
+  homog; the homogeneity part = homog − Adam in each framework, and its ratio torch ÷
+  homax, from the medians and from the per-repetition differences (paired)."""
+  runs = {  # seconds per 10-step run, three repetitions
+      "torch adam": [0.30, 0.33, 0.36], "torch homog": [0.90, 1.02, 0.96],
+      "torch adam (no monitor)": [0.20, 0.22, 0.21],
+      "torch homog (no monitor)": [0.50, 0.56, 0.53],
+      "homax adam": [0.010, 0.012, 0.011], "homax homog": [0.013, 0.016, 0.0135],
+  }
+  _stub_arms(monkeypatch, runs)
+  row = bench_torch.bench_batch(None, 128, 10, reps=3)
+  approx = lambda x: pytest.approx(x, rel=1e-9)  # noqa: E731
+  assert row["batch"] == 128 and row["steps"] == 10 and row["reps"] == 3
+  assert row["times_s"] == runs
+  # medians / 10 steps, in µs
+  assert row["torch_adam_us"] == approx(33000) and row["torch_homog_us"] == approx(96000)
+  assert row["torch_adam_no_monitor_us"] == approx(21000)
+  assert row["torch_homog_no_monitor_us"] == approx(53000)
+  assert row["homax_adam_us"] == approx(1100) and row["homax_homog_us"] == approx(1350)
+  assert row["speedup_whole_step"] == approx(96000 / 1350)
+  assert row["speedup_whole_step_no_monitor"] == approx(53000 / 1350)
+  assert row["homax_part_us"] == approx(250) and row["torch_part_us"] == approx(63000)
+  assert row["torch_part_no_monitor_us"] == approx(32000)
+  assert row["part_cheaper_x"] == approx(63000 / 250)
+  assert row["part_cheaper_no_monitor_x"] == approx(32000 / 250)
+  # paired: median over repetitions of (homog − Adam): homax 3, 4, 2.5 ms; torch 600, 690, 600 ms
+  assert row["homax_part_paired_us"] == approx(300) and row["torch_part_paired_us"] == approx(60000)
+  assert row["part_cheaper_paired_x"] == approx(200)
+  assert set(k for k, *_ in bench_torch.COLUMNS) <= set(row)
+
+
+def test_a_homogeneity_part_at_or_below_zero_has_no_ratio(monkeypatch):
+  """homax's part within the noise (homog no slower than Adam): no finite 'part ×'."""
+  runs = {n: [1.0, 1.0, 1.0] for n in ("torch adam", "torch homog", "torch adam (no monitor)",
+                                       "torch homog (no monitor)", "homax adam")}
+  runs["homax homog"] = [1.0, 0.9, 1.0]
+  _stub_arms(monkeypatch, runs)
+  row = bench_torch.bench_batch(None, 5, 10, reps=3)
+  assert row["homax_part_us"] == 0.0 and row["homax_part_paired_us"] == 0.0
+  assert row["part_cheaper_x"] is None and row["part_cheaper_no_monitor_x"] is None
+  assert row["part_cheaper_paired_x"] is None
+
+
+@pytest.mark.parametrize("argv, steps, reps", [
+    ([], 200, 15), (["--quick"], 40, 2), (["--steps", "7", "--reps", "3"], 7, 3),
+    (["--quick", "--steps", "7"], 7, 2),
+])
+def test_steps_and_repetitions_per_batch(monkeypatch, argv, steps, reps):
+  """A full run times 200-step runs 15 times (``--quick``: 40 steps, 2 repetitions)."""
+  monkeypatch.setattr(common, "torch_device", lambda args: "cpu")
+  monkeypatch.setattr(bench_torch, "TorchWorker", _NoWorker)
+  calls = []
+  monkeypatch.setattr(bench_torch, "bench_batch", lambda worker, batch, s, r: calls.append(
+      (batch, s, r)) or dict(batch=batch, steps=s, reps=r))
+  bench_torch.main(["--platform", "cpu", "--no-write", *argv])
+  assert calls == [(b, steps, reps) for b in bench_torch.BATCHES]
