@@ -144,3 +144,32 @@ def test_steps_and_repetitions_per_batch(monkeypatch, argv, steps, reps):
       (batch, s, r)) or dict(batch=batch, steps=s, reps=r))
   bench_torch.main(["--platform", "cpu", "--no-write", *argv])
   assert calls == [(b, steps, reps) for b in bench_torch.BATCHES]
+
+
+def test_a_short_real_run_times_both_frameworks(monkeypatch):
+  """End to end, torch's worker process included: every arm of a 2-step run is timed and
+  the worker, asked to quit, exits cleanly. The issue's batch sizes are the full run's."""
+  assert bench_torch.BATCHES == (5, 128, 420)
+  workers = []
+
+  class Recorded(bench_torch.TorchWorker):
+    def __init__(self, device):
+      super().__init__(device)
+      workers.append(self)
+
+  monkeypatch.setattr(bench_torch, "TorchWorker", Recorded)
+  setups = []
+  setup = bench_torch.bench_overhead.setup
+  monkeypatch.setattr(bench_torch.bench_overhead, "setup",
+                      lambda *args: setups.append(args) or setup(*args))
+  record = bench_torch.main(["--platform", "cpu", "--no-write", "--batches", "5", "--steps", "2",
+                             "--reps", "1"])
+  (row,) = record["rows"]
+  assert row["batch"] == 5 and row["steps"] == 2 and record["settings"]["torch_device"] == "cpu"
+  assert sorted(row["times_s"]) == sorted(n for group in bench_torch.ORDER for n in group)
+  for name, times in row["times_s"].items():
+    assert len(times) == 1 and 0 < times[0] < 60, name  # seconds for a 2-step run
+  assert setups == [("mlp", 128, 5)]  # homax's arms train the published 784-128-10 MLP
+  (worker,) = workers
+  assert worker.hello["torch"].startswith("2.") and worker.hello["cuda"] is None
+  assert worker.proc.returncode == 0  # it quit when asked
