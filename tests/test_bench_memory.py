@@ -1,6 +1,7 @@
 """The memory benchmark's blocked prototype computes homax's Part I update."""
 
 import json
+import re
 
 import pytest
 
@@ -128,3 +129,93 @@ def test_leaves_does_not_apply_to_sums_forms(capsys):
   assert_refused(bench_memory.main,
                  ["--leaves", "4", "--sums-forms", "--no-write", "--platform", "cpu"], capsys,
                  "--leaves does not apply to --sums-forms")
+
+
+def test_the_arrays_counted_are_the_formulas_bytes():
+  """Each arm's array count is what its stated formula moves (4 bytes per element)."""
+  formula = bench_memory.formula()
+  counts = {**bench_memory.ARRAYS, **bench_memory.EXTRA_ARRAYS, **bench_memory.COPY_ARRAYS}
+  assert set(formula) == set(counts)
+  assert bench_memory.ARRAYS == {"part1": 12, "part2": 10}  # 3 + 5 + 4 and 3 + 4 + 3
+  for name, n in counts.items():
+    assert re.search(rf"(^|= ){4 * n}\*P bytes", formula[name]), (name, formula[name])
+  assert bench_memory.SIZES == (1e5, 1e6, 1e7, 1e8)  # the issue's P
+
+
+def test_a_sizes_rows_are_bytes_over_median_times_against_the_faster_copy(monkeypatch):
+  """``bench_size`` with stub timers: GB/s = 4·P·arrays / median time; the reference is the
+  faster of the two copies; '% of copy', the passes at copy speed, and pass 1's bound for a
+  whole Part I step (pass 2's 9 arrays at copy speed after the measured pass 1)."""
+  P = 1000
+  runs = {  # seconds per call, three repetitions each (medians: the first value)
+      "copy x*1.0001": [4e-6, 5e-6, 3e-6],   # 8,000 B: 2 GB/s
+      "copy x+y": [4e-6, 3e-6, 6e-6],        # 12,000 B: 3 GB/s, the reference
+      "part1": [24e-6, 30e-6, 20e-6],        # 48,000 B: 2 GB/s
+      "part2": [20e-6, 10e-6, 40e-6],        # 40,000 B: 2 GB/s
+      "pass1": [6e-6, 7e-6, 5e-6],           # 12,000 B
+      "part1-blocked": [30e-6, 31e-6, 29e-6],
+  }
+
+  def timer(values):
+    it = iter(values)
+    return lambda: next(it)
+
+  monkeypatch.setattr(bench_memory, "arms_for", lambda P, leaves, calls: {
+      k: timer(v) for k, v in runs.items()})
+  monkeypatch.setattr(bench_memory, "blocked_check", lambda P: 1.5e-7)
+  rows = {r["config"]: r for r in bench_memory.bench_size(P, 1, reps=3)}
+  assert list(rows) == ["part1", "part2", "pass1", "part1-blocked"]
+  approx = lambda x: pytest.approx(x, rel=1e-9)  # noqa: E731
+  for r in rows.values():
+    assert r["P"] == P and r["leaves"] == 1 and r["reference"] == "copy x+y"
+    assert r["copy_gb_s"] == approx(2.0) and r["add_gb_s"] == approx(3.0)
+    assert r["times_s"] == runs[r["config"]]
+  p1 = rows["part1"]
+  assert p1["bytes"] == 48_000 and p1["ms"] == approx(0.024) and p1["gb_s"] == approx(2.0)
+  assert p1["pct_of_copy"] == approx(100 * 2 / 3) and p1["ideal_arrays"] == 12
+  assert p1["array_passes_at_copy_speed"] == approx(24e-6 * 3e9 / 4000)  # 18
+  assert rows["part2"]["bytes"] == 40_000 and rows["part2"]["gb_s"] == approx(2.0)
+  # pass 1 (6 µs) + pass 2's 36,000 B at 3 GB/s (12 µs): 48,000 B in 18 µs
+  assert rows["pass1"]["best_part1_pct_of_copy"] == approx(100 * 48_000 / 18e-6 / 1e9 / 3)
+  assert rows["part1-blocked"]["max_rel_diff_vs_homax"] == 1.5e-7
+  assert "best_part1_pct_of_copy" not in p1 and "max_rel_diff_vs_homax" not in p1
+
+
+def test_the_real_arms_step_homaxs_updates_and_copies(monkeypatch):
+  """``arms_for`` at a small P: every arm runs (copies, Part I and II through homax's own
+  update, pass 1 and the blocked prototype on one leaf; only the two updates on several)."""
+  timers = bench_memory.arms_for(2048, 1)
+  assert set(timers) == {"copy x*1.0001", "copy x+y", "part1", "part2", "pass1", "part1-blocked"}
+  for name, go in timers.items():
+    assert 0 < go() < 10, name
+  x = timers["copy x*1.0001"].box[0][0]
+  assert x.shape == (2048,)
+  updates, state = timers["part1"].box[0]
+  assert int(state.count) == 3  # from 0: two warm-up calls and the one above
+  assert set(bench_memory.arms_for(2048, 3)) == {"copy x*1.0001", "copy x+y", "part1", "part2"}
+
+
+@pytest.mark.parametrize("argv, sizes, reps", [
+    ([], [10**5, 10**6, 10**7, 10**8], [9, 9, 9, 5]),
+    (["--quick"], [10**5, 10**6], [3, 3]),
+    (["--sizes", "1e8", "2000", "--reps", "4"], [10**8, 2000], [4, 4]),
+])
+def test_sizes_and_repetitions(monkeypatch, argv, sizes, reps):
+  calls = []
+  monkeypatch.setattr(bench_memory, "bench_size", lambda P, leaves, r, c: calls.append(
+      (P, leaves, r, c)) or [])
+  bench_memory.main(["--platform", "cpu", "--no-write", *argv])
+  assert calls == [(P, 1, r, 1) for P, r in zip(sizes, reps)]
+
+
+@pytest.mark.parametrize("size", ["0.5", "1e5.5", "1500.5", "0", "-3", "x"])
+def test_sizes_must_be_whole_numbers_of_parameters(capsys, size):
+  assert_refused(bench_memory.main, ["--sizes", size, "--no-write"], capsys, "--sizes")
+
+
+@pytest.mark.parametrize("argv, reps", [([], 15), (["--quick"], 3), (["--reps", "2"], 2)])
+def test_sums_forms_repetitions(monkeypatch, argv, reps):
+  calls = []
+  monkeypatch.setattr(bench_memory, "sums_forms", lambda P, r: calls.append((P, r)) or dict(P=P))
+  bench_memory.main(["--platform", "cpu", "--no-write", "--sums-forms", *argv])
+  assert calls == [(int(P), reps) for P in bench_memory.SUMS_FORMS_SIZES]
