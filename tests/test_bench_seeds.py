@@ -188,3 +188,30 @@ def test_epoch_traffic_records_the_copies_per_timing(monkeypatch):
   out = bench_seeds.epoch_traffic(run, jnp.ones(16), jnp.zeros(2), (jnp.ones(16),), copy_calls=20)
   assert got == [(16, 20)]
   assert out["copy_gb_s"] == 5.0 and out["copy_calls_per_timing"] == 20
+
+
+def test_iris_seeds_in_parallel_and_one_after_another_for_real(monkeypatch):
+  """``bench_problem`` on Iris: the 32 seeds vmapped and one at a time reach the same test
+  accuracies, and the row's figures are those of its recorded times (medians, the ratio
+  sequential ÷ parallel, seed-steps per second, the groups)."""
+  from benchmarks import common
+  row = bench_seeds.bench_problem(bench_seeds.iris_problem(), reps=2, groups=(4,))
+  assert row["seeds"] == bench_seeds.SEEDS == 32
+  assert row["steps_per_seed"] == 3 * 10  # ⌈90 / 32⌉ steps per epoch, 10 epochs
+  times = row["times_s"]
+  assert sorted(times) == ["groups of 4", "parallel", "sequential"]
+  assert all(len(v) == 2 and min(v) > 0 for v in times.values())
+  assert row["parallel_s"] == common.median(times["parallel"])
+  assert row["sequential_s"] == common.median(times["sequential"])
+  assert row["ratio"] == pytest.approx(row["sequential_s"] / row["parallel_s"])
+  assert row["paired_ratio"] == pytest.approx(
+      common.paired_ratio(times["sequential"], times["parallel"]))
+  assert row["parallel_seed_steps_per_s"] == pytest.approx(32 * 30 / row["parallel_s"])
+  assert row["sequential_seed_steps_per_s"] == pytest.approx(32 * 30 / row["sequential_s"])
+  assert row["group_s"]["4"] == common.median(times["groups of 4"])
+  assert row["group_ratio"]["1"] == pytest.approx(1.0)
+  assert row["group_ratio"]["32"] == pytest.approx(row["ratio"])
+  assert row["best_group_ratio"] == max(row["group_ratio"].values())
+  assert row["max_test_acc_diff_pct_points"] == 0.0  # every grouping, every seed alike
+  assert 0 < row["mean_test_acc_h"] <= 100 and 0 < row["mean_test_acc_a"] <= 100
+  assert row["xla_bytes_per_seed_step"] > 0 and row["carry_bytes"] > 0
