@@ -140,6 +140,33 @@ def test_the_arrays_counted_are_the_formulas_bytes():
   for name, n in counts.items():
     assert re.search(rf"(^|= ){4 * n}\*P bytes", formula[name]), (name, formula[name])
   assert bench_memory.SIZES == (1e5, 1e6, 1e7, 1e8)  # the issue's P
+  assert bench_memory.SUMS_FORMS_SIZES == (1e5, 2.5e5, 5e5, 1e6, 2e6)  # as --help says
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("part1", {}),  # homax.homogeneity's defaults: Table 1, a separate Adam, no history
+    ("part2", dict(rule="paper-full", history=True, step="sgd", direction="ascend")),
+])
+def test_the_timed_updates_are_part_i_and_part_ii(name, kwargs):
+  """The arms time homax's Part I and Part II updates with η_h = 1e-3, as their array
+  counts assume (Part II's history is one of its 10 arrays)."""
+  import homax
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  params = {"w": jax.random.normal(k1, (64,))}
+  updates = {"w": 1e-3 * jax.random.normal(k2, (64,))}
+  average = {"w": jax.random.normal(k3, (64,))}
+  got_tx, want_tx = bench_memory.make_tx(name), homax.homogeneity(1e-3, **kwargs)
+  got, want = got_tx.init(params), want_tx.init(params)
+  got, want = got._replace(running_average=average), want._replace(running_average=average)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  assert (got.history == ()) is (name == "part1")
+  for _ in range(2):
+    u, got = got_tx.update(updates, got, params)
+    v, want = want_tx.update(updates, want, params)
+    np.testing.assert_array_equal(u["w"], v["w"])
 
 
 def test_a_sizes_rows_are_bytes_over_median_times_against_the_faster_copy(monkeypatch):
@@ -199,6 +226,7 @@ def test_the_real_arms_step_homaxs_updates_and_copies(monkeypatch):
     ([], [10**5, 10**6, 10**7, 10**8], [9, 9, 9, 5]),
     (["--quick"], [10**5, 10**6], [3, 3]),
     (["--sizes", "1e8", "2000", "--reps", "4"], [10**8, 2000], [4, 4]),
+    (["--sizes", "1"], [1], [9]),  # the smallest P
 ])
 def test_sizes_and_repetitions(monkeypatch, argv, sizes, reps):
   calls = []
@@ -219,3 +247,16 @@ def test_sums_forms_repetitions(monkeypatch, argv, reps):
   monkeypatch.setattr(bench_memory, "sums_forms", lambda P, r: calls.append((P, r)) or dict(P=P))
   bench_memory.main(["--platform", "cpu", "--no-write", "--sums-forms", *argv])
   assert calls == [(int(P), reps) for P in bench_memory.SUMS_FORMS_SIZES]
+
+
+def test_sums_forms_row_is_median_ms_and_the_paired_ratio(monkeypatch):
+  """``sums_forms``' row from given call times: ms = 1e3 · median; stacked ÷ direct = the
+  median of the per-call ratios."""
+  from benchmarks import common
+  times = {"stacked": [0.002, 0.003, 0.001], "direct": [0.004, 0.004, 0.004]}
+  monkeypatch.setattr(common, "interleaved", lambda timers, reps: (
+      sorted(timers) == ["direct", "stacked"] and reps == 3) and times)
+  row = bench_memory.sums_forms(64, reps=3)
+  assert row["P"] == 64 and row["times_s"] == times
+  assert row["stacked_ms"] == pytest.approx(2.0) and row["direct_ms"] == pytest.approx(4.0)
+  assert row["stacked_over_direct"] == pytest.approx(0.5)  # median of 0.5, 0.75, 0.25
