@@ -176,3 +176,92 @@ def test_repeat_is_printed_only_when_named(tmp_path, monkeypatch, capsys):
   assert "≤ 1.10: 1 of 2" in _line(out, "| mlp b420 |")
   summarize.main([])
   assert "How often" not in capsys.readouterr().out
+
+
+def _scaled_part2(rec, config, factor):
+  """Part II of ``config`` at ``factor`` × Part I's time in every repetition."""
+  rows = {r["arm"]: r for r in rec["rows"] if r["config"] == config}
+  p1, p2 = rows["part1"], rows["part2"]
+  p2["times_s"] = [factor * t for t in p1["times_s"]]
+  p2["us_per_step"] = factor * p1["us_per_step"]
+
+
+def test_part_ii_against_part_i_verdict_and_ratios():
+  """Part II ≤ Part I: met at ÷ 1.00 (equal counts), missed above; the deep MLP (no target)
+  says yes or no."""
+  rec = _overhead("cpu")
+  _scaled_part2(rec, "mlp784-128-10 b5", 0.5)
+  _scaled_part2(rec, "mlp784-128-10 b128", 1.25)
+  _scaled_part2(rec, "mlp784-1024-1024-10 b128", 1.25)
+  text = summarize.overhead(rec)
+  assert "| met (÷ 0.50 / 0.50) |" in _line(text, "| mlp784-128-10 b5 |")
+  assert "| **missed** (÷ 1.25 / 1.25) |" in _line(text, "| mlp784-128-10 b128 |")
+  assert "| met (÷ 1.00 / 1.00) |" in _line(text, "| mlp784-128-10 b420 |")  # equal: met
+  assert "| no (÷ 1.25 / 1.25) |" in _line(text, "| mlp784-1024-1024-10 b128 |")
+  _scaled_part2(rec, "mlp784-1024-1024-10 b128", 1.0)
+  assert "| yes (÷ 1.00 / 1.00) |" in _line(summarize.overhead(rec), "| mlp784-1024-1024-10 b128 |")
+  # The two statistics disagree (medians 0.60, paired 1.20): no, as for a missed target.
+  rows = {r["arm"]: r for r in rec["rows"] if r["config"] == "mlp784-1024-1024-10 b128"}
+  assert rows["part1"]["times_s"] == [9.0, 18.0, 18.0]
+  rows["part2"]["times_s"] = [10.8, 21.6, 9.0]
+  rows["part2"]["us_per_step"] = 0.6 * rows["part1"]["us_per_step"]
+  assert "| no (÷ 0.60 / 1.20) |" in _line(summarize.overhead(rec), "| mlp784-1024-1024-10 b128 |")
+
+
+def test_targets_are_met_at_exactly_their_value():
+  """≥ 20× (torch, both statistics), ≥ 90 % of copy and ≥ 10× (Iris seeds) include the bound."""
+  ts = {"homax adam": [1.0] * 3, "homax homog": [1.5] * 3,  # part 0.5 s
+        "torch adam": [2.0] * 3, "torch homog": [12.0] * 3}  # part 10 s: 20×, paired too
+  row = dict(batch=5, steps=1, times_s=ts, torch_adam_us=2e6, torch_homog_us=12e6,
+             homax_adam_us=1e6, homax_homog_us=1.5e6, speedup_whole_step=20.0,
+             torch_part_us=10e6, homax_part_us=0.5e6, part_cheaper_x=20.0,
+             part_cheaper_no_monitor_x=20.0)
+  assert "| met |" in _line(summarize.torch_table(dict(machine=_machine("cpu"), rows=[row])),
+                            "| 5 |")
+  assert "whole step: met" in _line(
+      summarize.torch_table(dict(machine=_machine("gpu"), rows=[row])), "| 5 |")
+  text = summarize.memory(_memory("cpu", 1, 90.0))
+  assert "(target ≥ 90%: met)" in _line(text, "| 1e+07 | part1 |")
+  rec = dict(machine=_machine("cpu"), rows=[dict(
+      problem="iris mlp4-10-3", data="stub", steps_per_seed=1, parallel_s=1.0, sequential_s=10.0,
+      ratio=10.0, paired_ratio=10.0)])
+  assert "≥ 10: met" in _line(summarize.seeds(rec), "| iris mlp4-10-3 |")
+
+
+def test_the_memory_target_is_judged_on_part_i_and_ii_at_p_1e7_only():
+  rec = _memory("cpu", 1, 50.0)
+  row = rec["rows"][0]
+  rec["rows"] = [dict(row, config="pass1"), dict(row, P=10**6), dict(row, config="part2")]
+  text = summarize.memory(rec)
+  assert "target" not in _line(text, "| 1e+07 | pass1 |")
+  assert "target" not in _line(text, "| 1e+06 | part1 |")
+  assert "(target ≥ 90%: **missed**)" in _line(text, "| 1e+07 | part2 |")
+
+
+def test_a_quick_or_partial_record_is_read_with_a_warning(tmp_path, monkeypatch, capsys):
+  import json
+  monkeypatch.setattr(summarize.common, "ROOT", tmp_path)
+  results = tmp_path / "benchmarks" / "results"
+  results.mkdir(parents=True)
+  for flags, warning in (({}, None), ({"partial": True}, "is a partial run"),
+                         ({"quick": True}, "is a --quick run"),
+                         ({"quick": True, "partial": True}, "is a --quick run")):
+    (results / "x_cpu.json").write_text(json.dumps(dict(flags, rows=[])))
+    assert summarize.load("x", "cpu") == dict(flags, rows=[])
+    err = capsys.readouterr().err
+    if warning is None:
+      assert err == ""
+    else:
+      assert f"warning: benchmarks/results/x_cpu.json {warning}, not a full one" in err
+
+
+def test_a_homax_part_of_zero_has_no_torch_ratio():
+  """homax's homogeneity part within the noise (≤ 0): 'n/a', and the target is missed."""
+  ts = {"homax adam": [1.0] * 3, "homax homog": [1.0] * 3,
+        "torch adam": [2.0] * 3, "torch homog": [12.0] * 3}
+  row = dict(batch=128, steps=1, times_s=ts, torch_adam_us=2e6, torch_homog_us=12e6,
+             homax_adam_us=1e6, homax_homog_us=1e6, speedup_whole_step=12.0,
+             torch_part_us=10e6, homax_part_us=0.0, part_cheaper_x=None,
+             part_cheaper_no_monitor_x=None)
+  line = _line(summarize.torch_table(dict(machine=_machine("cpu"), rows=[row])), "| 128 |")
+  assert "| n/a / n/a | **missed** | n/a |" in line, line
