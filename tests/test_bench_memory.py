@@ -254,8 +254,11 @@ def test_sums_forms_row_is_median_ms_and_the_paired_ratio(monkeypatch):
   median of the per-call ratios."""
   from benchmarks import common
   times = {"stacked": [0.002, 0.003, 0.001], "direct": [0.004, 0.004, 0.004]}
-  monkeypatch.setattr(common, "interleaved", lambda timers, reps: (
-      sorted(timers) == ["direct", "stacked"] and reps == 3) and times)
+  def interleaved(timers, reps):
+    assert sorted(timers) == ["direct", "stacked"] and reps == 3
+    return times
+
+  monkeypatch.setattr(common, "interleaved", interleaved)
   row = bench_memory.sums_forms(64, reps=3)
   assert row["P"] == 64 and row["times_s"] == times
   assert row["stacked_ms"] == pytest.approx(2.0) and row["direct_ms"] == pytest.approx(4.0)

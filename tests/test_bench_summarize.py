@@ -208,18 +208,28 @@ def test_part_ii_against_part_i_verdict_and_ratios():
   assert "| no (÷ 0.60 / 1.20) |" in _line(summarize.overhead(rec), "| mlp784-1024-1024-10 b128 |")
 
 
+def _exact_torch_row(batch, homax_homog_s):
+  """A one-step torch row in exact binary values: torch Adam 2 s, homogeneity 12 s (part
+  10 s); homax Adam 1 s, homogeneity ``homax_homog_s``; ratios as ``bench_torch`` makes them."""
+  ts = {"homax adam": [1.0] * 3, "homax homog": [homax_homog_s] * 3,
+        "torch adam": [2.0] * 3, "torch homog": [12.0] * 3}
+  part = homax_homog_s - 1.0
+  return dict(batch=batch, steps=1, times_s=ts, torch_adam_us=2e6, torch_homog_us=12e6,
+              homax_adam_us=1e6, homax_homog_us=1e6 * homax_homog_s,
+              speedup_whole_step=12.0 / homax_homog_s, torch_part_us=10e6, homax_part_us=1e6 * part,
+              part_cheaper_x=10.0 / part if part > 0 else None,
+              part_cheaper_no_monitor_x=10.0 / part if part > 0 else None)
+
+
 def test_targets_are_met_at_exactly_their_value():
   """≥ 20× (torch, both statistics), ≥ 90 % of copy and ≥ 10× (Iris seeds) include the bound."""
-  ts = {"homax adam": [1.0] * 3, "homax homog": [1.5] * 3,  # part 0.5 s
-        "torch adam": [2.0] * 3, "torch homog": [12.0] * 3}  # part 10 s: 20×, paired too
-  row = dict(batch=5, steps=1, times_s=ts, torch_adam_us=2e6, torch_homog_us=12e6,
-             homax_adam_us=1e6, homax_homog_us=1.5e6, speedup_whole_step=20.0,
-             torch_part_us=10e6, homax_part_us=0.5e6, part_cheaper_x=20.0,
-             part_cheaper_no_monitor_x=20.0)
+  row = _exact_torch_row(5, homax_homog_s=1.5)  # parts 10 s and 0.5 s: 20×, paired too
+  assert row["part_cheaper_x"] == 20.0
   assert "| met |" in _line(summarize.torch_table(dict(machine=_machine("cpu"), rows=[row])),
                             "| 5 |")
+  on_gpu = dict(row, speedup_whole_step=20.0)  # the GPU's target: the whole step, 20×
   assert "whole step: met" in _line(
-      summarize.torch_table(dict(machine=_machine("gpu"), rows=[row])), "| 5 |")
+      summarize.torch_table(dict(machine=_machine("gpu"), rows=[on_gpu])), "| 5 |")
   text = summarize.memory(_memory("cpu", 1, 90.0))
   assert "(target ≥ 90%: met)" in _line(text, "| 1e+07 | part1 |")
   rec = dict(machine=_machine("cpu"), rows=[dict(
@@ -257,11 +267,7 @@ def test_a_quick_or_partial_record_is_read_with_a_warning(tmp_path, monkeypatch,
 
 def test_a_homax_part_of_zero_has_no_torch_ratio():
   """homax's homogeneity part within the noise (≤ 0): 'n/a', and the target is missed."""
-  ts = {"homax adam": [1.0] * 3, "homax homog": [1.0] * 3,
-        "torch adam": [2.0] * 3, "torch homog": [12.0] * 3}
-  row = dict(batch=128, steps=1, times_s=ts, torch_adam_us=2e6, torch_homog_us=12e6,
-             homax_adam_us=1e6, homax_homog_us=1e6, speedup_whole_step=12.0,
-             torch_part_us=10e6, homax_part_us=0.0, part_cheaper_x=None,
-             part_cheaper_no_monitor_x=None)
+  row = _exact_torch_row(128, homax_homog_s=1.0)
+  assert row["part_cheaper_x"] is None
   line = _line(summarize.torch_table(dict(machine=_machine("cpu"), rows=[row])), "| 128 |")
   assert "| n/a / n/a | **missed** | n/a |" in line, line
