@@ -12,17 +12,19 @@ def test_arms_and_configs_select_what_runs():
   """``--arms`` adds the optional ``part1-flatten`` arm; Adam is always timed (the baseline)."""
   record = bench_overhead.main([
       "--arms", "part1-flatten", "--configs", "b5",
-      "--steps", "2", "--reps", "1", "--no-write", "--platform", "cpu"])
+      "--steps", "2", "--reps", "2", "--no-write", "--platform", "cpu"])
   rows = record["rows"]
   assert [(r["config"], r["arm"]) for r in rows] == [
       ("mlp784-128-10 b5", "adam"), ("mlp784-128-10 b5", "part1-flatten")]
   assert record["settings"]["arms"] == ("adam", "part1-flatten")
   adam, flat = rows
   # The ratio is of this config's two measured per-step times, and each comes from
-  # this run's one repetition of a 2-step run.
+  # this run's two repetitions of a 2-step run (each repetition continuing from the
+  # last one's params and state).
   assert flat["ratio_vs_adam"] == pytest.approx(flat["us_per_step"] / adam["us_per_step"])
   for r in rows:
-    assert len(r["times_s"]) == 1 and r["us_per_step"] == pytest.approx(1e6 * r["times_s"][0] / 2)
+    assert len(r["times_s"]) == 2
+    assert r["us_per_step"] == pytest.approx(1e6 * sum(r["times_s"]) / 2 / 2)
 
 
 def test_unknown_arm_is_refused(capsys):
@@ -259,3 +261,88 @@ def test_interleaved_rotates_single_arms_or_groups():
   assert calls == list("abccab")
   with pytest.raises(ValueError, match="every arm exactly once"):
     common.interleaved(arms, 1, groups=[("a", "b")])
+
+
+def test_the_configs_are_the_issues_models_and_batches():
+  """The four timed configs are the issue's (the paper's MLP 784→128→10 at batch 5, 128
+  and 420; 784→1024→1024→10 at batch 128), and each builds the model and batches its name
+  says: one (in, out) kernel and bias per layer, a pool of ``POOL`` batches of 784 inputs."""
+  import jax
+  import numpy as np
+  assert [c[0] for c in bench_overhead.CONFIGS] == [
+      "mlp784-128-10 b5", "mlp784-128-10 b128", "mlp784-128-10 b420",
+      "mlp784-1024-1024-10 b128"]
+  for name, kind, hidden, batch in bench_overhead.CONFIGS:
+    layers, b = name.split()
+    sizes = [int(n) for n in layers.removeprefix("mlp").split("-")]
+    assert int(b.removeprefix("b")) == batch
+    model, params, average, xs, ys = bench_overhead.setup(kind, hidden, batch)
+    want = sorted([(i, o) for i, o in zip(sizes, sizes[1:])] + [(o,) for o in sizes[1:]])
+    assert sorted(x.shape for x in jax.tree.leaves(params)) == want
+    assert jax.tree.structure(average) == jax.tree.structure(params)
+    assert xs.shape == (bench_overhead.POOL, batch, 784) and ys.shape == (bench_overhead.POOL, batch)
+    assert model.apply(params, xs[0]).shape == (batch, 10)
+    assert set(np.unique(np.asarray(ys))) <= set(range(10))
+
+
+def _reference_arm(arm, average, total_steps):
+  """The optimizer each default arm's docstring names, built here with its literal settings."""
+  import optax
+  import homax
+  return {
+      "adam": lambda: optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8),
+      "part1": lambda: homax.paper_optimizer(
+          "A-B", learning_rate=1e-3, homogeneity_learning_rate=1e-3, total_steps=total_steps,
+          initial_average=average),
+      "part2": lambda: homax.paper_optimizer(
+          "COMPLETE", learning_rate=1e-3, homogeneity_learning_rate=1e-3,
+          total_steps=total_steps, lambda_type="dynamic", initial_average=average),
+      "sgd": lambda: optax.sgd(1e-2),
+      "sgd+homog": lambda: optax.chain(optax.sgd(1e-2),
+                                       homax.homogeneity(1e-3, initial_average=average)),
+  }[arm]()
+
+
+@pytest.mark.parametrize("arm", bench_overhead.ARMS)
+def test_the_default_arms_are_the_optimizers_the_docstring_names(arm):
+  """Three steps of each default arm's training run equal three steps of the optimizer its
+  docstring names (learning rates, variant, λ), applied by hand to the same batches."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  model, params, average, xs, ys = bench_overhead.setup("mlp", 16, 8)
+  tx = bench_overhead.make_tx(arm, average, 10)
+  run = bench_overhead.make_run(model, tx, 3)
+  got = run(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, tx.init(params)), xs, ys)[0]
+
+  def loss(p, x, y):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y))
+
+  ref = _reference_arm(arm, average, 10)
+  p, s = params, ref.init(params)
+  for k in range(3):
+    u, s = ref.update(jax.grad(loss)(p, xs[k], ys[k]), s, p)
+    p = optax.apply_updates(p, u)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(p)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  moved = [np.max(np.abs(np.asarray(b) - np.asarray(a)))
+           for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p))]
+  assert max(moved) > 1e-4  # the steps moved the weights: a wrong rate would show
+
+
+def test_the_training_run_donates_params_and_state_but_not_the_data():
+  """``make_run`` donates its params and optimizer state (the step updates them in place),
+  not the batches, which every repetition reads again."""
+  import jax
+  import jax.numpy as jnp
+
+  model, params, average, xs, ys = bench_overhead.setup("mlp", 16, 8)
+  tx = bench_overhead.make_tx("part1", average, 10)
+  run = bench_overhead.make_run(model, tx, 2)
+  p, s = jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, tx.init(params))
+  run(p, s, xs, ys)
+  assert all(x.is_deleted() for x in jax.tree.leaves(p))
+  assert all(x.is_deleted() for x in jax.tree.leaves(s) if isinstance(x, jax.Array))
+  assert not xs.is_deleted() and not ys.is_deleted()
