@@ -192,10 +192,46 @@ def test_epoch_traffic_records_the_copies_per_timing(monkeypatch):
 
 def test_iris_seeds_in_parallel_and_one_after_another_for_real(monkeypatch):
   """``bench_problem`` on Iris: the 32 seeds vmapped and one at a time reach the same test
-  accuracies, and the row's figures are those of its recorded times (medians, the ratio
-  sequential ÷ parallel, seed-steps per second, the groups)."""
+  accuracies (those of ``train_paired`` on seeds 0–31), nothing compiles inside a timed run,
+  and the row's figures are those of its recorded times (medians, the ratio sequential ÷
+  parallel, seed-steps per second, the groups)."""
+  import time
+  import types
   from benchmarks import common
-  row = bench_seeds.bench_problem(bench_seeds.iris_problem(), reps=2, groups=(4,))
+  from experiments import train
+  # Every clock reading with the number of XLA compilations so far: a timed interval
+  # (a pair of readings after the first two, which bracket the warm-up) must contain none.
+  compiles, readings = [], []
+
+  def on_event(event, secs, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(secs)
+
+  def perf_counter():
+    readings.append((time.perf_counter(), len(compiles)))
+    return readings[-1][0]
+
+  monkeypatch.setattr(bench_seeds, "time", types.SimpleNamespace(perf_counter=perf_counter))
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  prob = bench_seeds.iris_problem()
+  try:
+    t0 = time.perf_counter()
+    row = bench_seeds.bench_problem(prob, reps=2, groups=(4,))
+    elapsed = time.perf_counter() - t0
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_event)
+  timed = readings[2:]
+  assert len(timed) == 2 * 2 * 3  # 2 repetitions of 3 arms (1, 4 and 32 seeds per call)
+  assert readings[1][1] > readings[0][1]  # the warm-up compiled ...
+  assert all(a[1] == b[1] for a, b in zip(timed[::2], timed[1::2]))  # ... the timed runs not
+  assert sum(sum(v) for v in row["times_s"].values()) + row["compile_s_excluded"] <= elapsed
+  assert row["compile_s_excluded"] == pytest.approx(readings[1][0] - readings[0][0])
+  # The 32 seeds are seeds 0–31 trained as experiments.train.train_paired trains them.
+  ref = train.train_paired(train.PairedTrainer(
+      model=prob["model"], make_homogeneity_tx=prob["make_tx"], adam_tx=prob["adam"],
+      batch_size=prob["batch"]), prob["data"], epochs=prob["epochs"], seeds=np.arange(32))
+  assert row["mean_test_acc_h"] == pytest.approx(float(np.mean(ref.test_acc_h)), abs=1e-9)
+  assert row["mean_test_acc_a"] == pytest.approx(float(np.mean(ref.test_acc_a)), abs=1e-9)
   assert row["seeds"] == bench_seeds.SEEDS == 32
   assert row["steps_per_seed"] == 3 * 10  # ⌈90 / 32⌉ steps per epoch, 10 epochs
   times = row["times_s"]
@@ -215,3 +251,96 @@ def test_iris_seeds_in_parallel_and_one_after_another_for_real(monkeypatch):
   assert row["max_test_acc_diff_pct_points"] == 0.0  # every grouping, every seed alike
   assert 0 < row["mean_test_acc_h"] <= 100 and 0 < row["mean_test_acc_a"] <= 100
   assert row["xla_bytes_per_seed_step"] > 0 and row["carry_bytes"] > 0
+
+
+def test_the_shuffle_table_times_both_permutations_and_names_the_trainers_choice(monkeypatch):
+  """``bench_shuffle``: per n, both ways give the same permutation, the speed-up is sort ÷
+  count of the timed medians, and the trainer's choice follows COUNTING_PERMUTATION_MAX,
+  which is restored afterwards (the timing lifts it to time counting at every n)."""
+  from experiments import train
+  limit = train.COUNTING_PERMUTATION_MAX
+  rows = bench_seeds.bench_shuffle(sizes=(limit, limit + 1), reps=3)
+  assert train.COUNTING_PERMUTATION_MAX == limit
+  assert [r["n"] for r in rows] == [limit, limit + 1]
+  assert [r["used_by_trainer"] for r in rows] == ["count", "sort"]
+  for r in rows:
+    assert r["identical"] is True and r["seeds"] == bench_seeds.SEEDS
+    assert r["sort_us"] > 0 and r["count_us"] > 0
+    assert r["speedup"] == pytest.approx(r["sort_us"] / r["count_us"])
+
+
+def _same_updates(tx, ref, params, steps=2):
+  """``steps`` updates of ``tx`` and ``ref`` from the same gradients agree."""
+  s, r = tx.init(params), ref.init(params)
+  keys = jax.random.split(jax.random.key(3), steps)
+  for k in keys:
+    g = jax.tree.map(lambda x: jax.random.normal(k, x.shape, x.dtype), params)
+    u, s = tx.update(g, s, params)
+    v, r = ref.update(g, r, params)
+    for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    params = jax.tree.map(lambda p, d: p + d, params, u)
+
+
+def test_the_problems_are_the_published_rows_settings(monkeypatch):
+  """Iris: MLP 4→10→3, batch 32, 10 epochs, B-A at η = 0.01 against Adam(0.01); the MNIST
+  MLP: 784→128→10, one epoch of 200 steps (20 with --quick), A-B at η = 0.01, η_h = 0.001,
+  at batch 42 and 5 (the docstring's settings, built here by hand)."""
+  import optax
+  import homax
+  iris = bench_seeds.iris_problem()
+  assert (iris["batch"], iris["epochs"], iris["variant"]) == (32, 10, "B-A")
+  params = iris["model"].init(jax.random.key(0))
+  assert sorted(x.shape for x in jax.tree.leaves(params)) == [(3,), (4, 10), (10,), (10, 3)]
+  avg = iris["model"].init(jax.random.key(1))
+  total = homax.total_steps(iris["data"].x_train.shape[0], 32, 10)
+  _same_updates(iris["make_tx"](avg), homax.paper_optimizer(
+      "B-A", learning_rate=0.01, total_steps=total, initial_average=avg), params)
+  _same_updates(iris["adam"], optax.adam(0.01, eps=1e-8), params)
+
+  _without_fashion_mnist(monkeypatch)
+  for quick, batch in ((False, 42), (True, 5)):
+    prob = bench_seeds.mnist_problem(quick, batch=batch)
+    steps = 20 if quick else 200
+    assert prob["data"].x_train.shape == (steps * batch, 784)
+    assert (prob["batch"], prob["epochs"], prob["variant"]) == (batch, 1, "A-B")
+    params = prob["model"].init(jax.random.key(0))
+    assert sorted(x.shape for x in jax.tree.leaves(params)) == [(10,), (128,), (128, 10),
+                                                                (784, 128)]
+    avg = prob["model"].init(jax.random.key(1))
+    _same_updates(prob["make_tx"](avg), homax.paper_optimizer(
+        "A-B", learning_rate=0.01, homogeneity_learning_rate=0.001, total_steps=steps,
+        initial_average=avg), params)
+    _same_updates(prob["adam"], optax.adam(0.01, eps=1e-8), params)
+
+
+@pytest.mark.parametrize("extra, reps", [
+    ([], {"iris": 5, "mnist": 3, "mnist-b5": 5}),
+    (["--quick"], {"iris": 1, "mnist": 1, "mnist-b5": 1}),
+    (["--reps", "2"], {"iris": 2, "mnist": 2, "mnist-b5": 2}),
+])
+def test_the_defaults_are_three_problems_groups_2_4_8_and_their_repetitions(
+    monkeypatch, extra, reps):
+  """Without options every problem runs, with groups of 2, 4 and 8 seeds besides 1 and 32,
+  5 repetitions (3 for the MNIST MLP at batch 42; 1 with --quick), on the CPU one copy per
+  timing of the bandwidth reference."""
+  seen = {}
+
+  def stub(prob, r, groups, copy_calls=1):
+    seen[prob["name"].split()[0] + ("-b5" if prob["batch"] == 5 else "")] = (
+        r, list(groups), copy_calls)
+    return dict(problem=prob["name"], data=prob["data_note"], steps_per_seed=1,
+                group_ratio={str(g): 1.0 for g in groups})
+
+  monkeypatch.setattr(bench_seeds, "bench_problem", stub)
+  monkeypatch.setattr(bench_seeds, "bench_shuffle", lambda reps: [])
+  _without_fashion_mnist(monkeypatch)
+  bench_seeds.main([*extra, "--no-write", "--platform", "cpu"])
+  assert seen == {k: (r, [2, 4, 8], 1) for k, r in reps.items()}
+
+
+def test_bench_problem_refuses_a_group_size_that_does_not_divide_the_seeds():
+  """Called directly (not through ``main``'s check), a group of 3 seeds is refused before
+  anything is timed: 32 seeds cannot be split into groups of 3."""
+  with pytest.raises(ValueError, match=r"group sizes must divide 32, got \[1, 3, 32\]"):
+    bench_seeds.bench_problem(bench_seeds.iris_problem(), reps=1, groups=(3,))
