@@ -201,17 +201,24 @@ def test_iris_seeds_in_parallel_and_one_after_another_for_real(monkeypatch):
   from experiments import train
   # Every clock reading with the number of XLA compilations so far: a timed interval
   # (a pair of readings after the first two, which bracket the warm-up) must contain none.
-  compiles, readings = [], []
+  # The epoch's records are fetched once per epoch (``jax.device_get``), as train_paired does.
+  compiles, readings, fetches = [], [], []
 
   def on_event(event, secs, **kwargs):
     if event == "/jax/core/compile/backend_compile_duration":
       compiles.append(secs)
 
   def perf_counter():
-    readings.append((time.perf_counter(), len(compiles)))
+    readings.append((time.perf_counter(), len(compiles), len(fetches)))
     return readings[-1][0]
 
+  device_get = jax.device_get
+  monkeypatch.setattr(jax, "device_get", lambda x: fetches.append(1) or device_get(x))
   monkeypatch.setattr(bench_seeds, "time", types.SimpleNamespace(perf_counter=perf_counter))
+  # The bandwidth bound, computed here although Iris's carry is cache-sized, from a stub copy
+  # speed of 10 GB/s.
+  monkeypatch.setattr(bench_seeds, "BOUND_MIN_CARRY_BYTES", 0)
+  monkeypatch.setattr(bench_seeds, "copy_bandwidth", lambda size, calls: 10.0)
   jax.monitoring.register_event_duration_secs_listener(on_event)
   prob = bench_seeds.iris_problem()
   try:
@@ -224,6 +231,9 @@ def test_iris_seeds_in_parallel_and_one_after_another_for_real(monkeypatch):
   assert len(timed) == 2 * 2 * 3  # 2 repetitions of 3 arms (1, 4 and 32 seeds per call)
   assert readings[1][1] > readings[0][1]  # the warm-up compiled ...
   assert all(a[1] == b[1] for a, b in zip(timed[::2], timed[1::2]))  # ... the timed runs not
+  # Rotating order: repetition 0 times 1, 4, 32 seeds per call, repetition 1 times 4, 32, 1;
+  # each of the 32/g calls fetches its 10 epochs' records.
+  assert [b[2] - a[2] for a, b in zip(timed[::2], timed[1::2])] == [320, 80, 10, 80, 10, 320]
   assert sum(sum(v) for v in row["times_s"].values()) + row["compile_s_excluded"] <= elapsed
   assert row["compile_s_excluded"] == pytest.approx(readings[1][0] - readings[0][0])
   # The 32 seeds are seeds 0–31 trained as experiments.train.train_paired trains them.
@@ -251,21 +261,37 @@ def test_iris_seeds_in_parallel_and_one_after_another_for_real(monkeypatch):
   assert row["max_test_acc_diff_pct_points"] == 0.0  # every grouping, every seed alike
   assert 0 < row["mean_test_acc_h"] <= 100 and 0 < row["mean_test_acc_a"] <= 100
   assert row["xla_bytes_per_seed_step"] > 0 and row["carry_bytes"] > 0
+  assert row["copy_gb_s"] == 10.0
+  assert row["bandwidth_bound_seed_steps_per_s"] == pytest.approx(
+      10e9 / row["xla_bytes_per_seed_step"])
+  assert row["bandwidth_bound_ratio"] == pytest.approx(
+      row["bandwidth_bound_seed_steps_per_s"] / row["sequential_seed_steps_per_s"])
 
 
 def test_the_shuffle_table_times_both_permutations_and_names_the_trainers_choice(monkeypatch):
   """``bench_shuffle``: per n, both ways give the same permutation, the speed-up is sort ÷
   count of the timed medians, and the trainer's choice follows COUNTING_PERMUTATION_MAX,
   which is restored afterwards (the timing lifts it to time counting at every n)."""
+  import itertools
+  import types
   from experiments import train
   limit = train.COUNTING_PERMUTATION_MAX
+  # The counting function is traced with the threshold lifted above every n (else it sorts).
+  permutation, seen = train.permutation, []
+  monkeypatch.setattr(train, "permutation", lambda key, n: seen.append(
+      (n, train.COUNTING_PERMUTATION_MAX)) or permutation(key, n))
+  # A clock that advances 0.5 ms per reading: every timing is 500 µs.
+  ticks = itertools.count()
+  monkeypatch.setattr(bench_seeds, "time",
+                      types.SimpleNamespace(perf_counter=lambda: 5e-4 * next(ticks)))
   rows = bench_seeds.bench_shuffle(sizes=(limit, limit + 1), reps=3)
   assert train.COUNTING_PERMUTATION_MAX == limit
+  assert seen and all(m >= n for n, m in seen) and {n for n, _ in seen} == {limit, limit + 1}
   assert [r["n"] for r in rows] == [limit, limit + 1]
   assert [r["used_by_trainer"] for r in rows] == ["count", "sort"]
   for r in rows:
     assert r["identical"] is True and r["seeds"] == bench_seeds.SEEDS
-    assert r["sort_us"] > 0 and r["count_us"] > 0
+    assert r["sort_us"] == pytest.approx(500.0) and r["count_us"] == pytest.approx(500.0)
     assert r["speedup"] == pytest.approx(r["sort_us"] / r["count_us"])
 
 
