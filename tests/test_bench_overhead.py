@@ -236,15 +236,8 @@ def test_the_adam_adam_arm_is_part1s_two_adams_without_homogeneity():
   run = bench_overhead.make_run(model, tx, 2)
   got = run(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state), xs, ys)[0]
 
-  def loss(p, x, y):
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y))
-
-  first, second = optax.adam(1e-3), optax.adam(bench_overhead.LR_H, eps=1e-8)
-  p, s1, s2 = params, first.init(params), second.init(params)
-  for k in range(2):
-    u, s1 = first.update(jax.grad(loss)(p, xs[k], ys[k]), s1, p)
-    u, s2 = second.update(u, s2, p)
-    p = optax.apply_updates(p, u)
+  p = _by_hand(optax.chain(optax.adam(1e-3), optax.adam(bench_overhead.LR_H, eps=1e-8)),
+               model, params, xs, ys, steps=2)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(p)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert not np.allclose(jax.tree.leaves(got)[0], jax.tree.leaves(params)[0])
@@ -285,6 +278,22 @@ def test_the_configs_are_the_issues_models_and_batches():
     assert set(np.unique(np.asarray(ys))) <= set(range(10))
 
 
+def _by_hand(tx, model, params, xs, ys, steps):
+  """The params after ``steps`` steps of ``tx`` on batches 0, 1, …, applied one by one."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  def loss(p, x, y):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y))
+
+  state = tx.init(params)
+  for k in range(steps):
+    u, state = tx.update(jax.grad(loss)(params, xs[k], ys[k]), state, params)
+    params = optax.apply_updates(params, u)
+  return params
+
+
 def _reference_arm(arm, average, total_steps):
   """The optimizer each default arm's docstring names, built here with its literal settings."""
   import optax
@@ -310,21 +319,13 @@ def test_the_default_arms_are_the_optimizers_the_docstring_names(arm):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
 
   model, params, average, xs, ys = bench_overhead.setup("mlp", 16, 8)
   tx = bench_overhead.make_tx(arm, average, 10)
   run = bench_overhead.make_run(model, tx, 3)
   got = run(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, tx.init(params)), xs, ys)[0]
 
-  def loss(p, x, y):
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y))
-
-  ref = _reference_arm(arm, average, 10)
-  p, s = params, ref.init(params)
-  for k in range(3):
-    u, s = ref.update(jax.grad(loss)(p, xs[k], ys[k]), s, p)
-    p = optax.apply_updates(p, u)
+  p = _by_hand(_reference_arm(arm, average, 10), model, params, xs, ys, steps=3)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(p)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   moved = [np.max(np.abs(np.asarray(b) - np.asarray(a)))
